@@ -1,0 +1,33 @@
+"""fastapi-abort: stop the work when the client goes away.
+
+ASP.NET Core's ``HttpContext.RequestAborted`` for FastAPI: a per-request cancellation token that
+the server trips when the client disconnects.
+"""
+
+from ._dependency import RequestAborted as RequestAborted
+from ._dependency import get_request_aborted as get_request_aborted
+from ._dependency import request_aborted as request_aborted
+from ._handler import operation_cancelled_handler as operation_cancelled_handler
+from ._install import install as install
+from ._middleware import RequestAbortedMiddleware as RequestAbortedMiddleware
+from ._token import CancellationReason as CancellationReason
+from ._token import CancellationToken as CancellationToken
+from ._token import CancellationTokenRegistration as CancellationTokenRegistration
+from ._token import CancellationTokenSource as CancellationTokenSource
+from ._token import OperationCancelled as OperationCancelled
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "CancellationReason",
+    "CancellationToken",
+    "CancellationTokenRegistration",
+    "CancellationTokenSource",
+    "OperationCancelled",
+    "RequestAborted",
+    "RequestAbortedMiddleware",
+    "get_request_aborted",
+    "install",
+    "operation_cancelled_handler",
+    "request_aborted",
+)

@@ -1,0 +1,77 @@
+"""Binding the token to the request: the FastAPI dependency and the accessor behind it."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+import anyio.from_thread
+from fastapi import Depends
+from starlette.requests import HTTPConnection, Request
+
+from ._middleware import SCOPE_KEY, RequestState
+from ._token import CancellationToken
+
+MIDDLEWARE_MISSING = (
+    "The request-aborted token needs RequestAbortedMiddleware, and it did not run for this "
+    "request. Call fastapi_abort.install(app) once, right after creating the app (or add it by "
+    "hand: app.add_middleware(RequestAbortedMiddleware)). If the app is mounted inside another "
+    "one, install it on the outermost app."
+)
+FOREIGN_THREAD = (
+    "get_request_aborted() was called for the first time in a thread that is not one of anyio's "
+    "worker threads, so it cannot reach the event loop. Get the token on the event loop (a "
+    "Depends(request_aborted) parameter) and pass it to the thread."
+)
+
+
+def get_request_aborted(request: HTTPConnection) -> CancellationToken:
+    """Return the token that is cancelled when the client of ``request`` goes away.
+
+    The equivalent of ASP.NET Core's ``HttpContext.RequestAborted``: every call for the same
+    request returns the same object, whoever calls it (the endpoint, any dependency, middleware
+    inside ``RequestAbortedMiddleware``, code in a worker thread). Tokens of different requests
+    are never the same object.
+
+    The token is cancelled, with reason :attr:`CancellationReason.CLIENT_DISCONNECTED`, when the
+    client disconnects before the response is complete. Once the response is complete (or the
+    app has returned), it can never be cancelled any more.
+
+    Callable on the event loop and in anyio worker threads (where FastAPI runs ``def`` endpoints
+    and dependencies).
+
+    :raises RuntimeError: if ``RequestAbortedMiddleware`` did not run for this request.
+    """
+    state: RequestState | None = request.scope.get(SCOPE_KEY)
+    if state is None:
+        raise RuntimeError(MIDDLEWARE_MISSING)
+    source = state.source
+    if source is not None:
+        return source.token
+    if threading.get_ident() == state.loop_thread:
+        return state.token()
+    try:
+        return anyio.from_thread.run_sync(state.token)
+    except RuntimeError as exc:
+        if "AnyIO worker thread" not in str(exc):  # pragma: no cover - not ours to rename
+            raise
+        raise RuntimeError(FOREIGN_THREAD) from exc
+
+
+async def request_aborted(request: Request) -> CancellationToken:
+    """FastAPI dependency: the request's :class:`CancellationToken`.
+
+    ::
+
+        @app.get("/report")
+        async def report(ct: CancellationToken = Depends(request_aborted)): ...
+
+    It takes only the ``Request``, so it adds nothing to the OpenAPI schema, and it returns the
+    same token as :func:`get_request_aborted` and every other ``Depends(request_aborted)`` of the
+    request, ``use_cache=False`` included. See :func:`get_request_aborted`.
+    """
+    return get_request_aborted(request)
+
+
+#: ``Annotated`` alias: ``async def endpoint(ct: RequestAborted): ...``
+RequestAborted = Annotated[CancellationToken, Depends(request_aborted)]

@@ -1,0 +1,48 @@
+"""The exception handler: a cancelled request ends as one quiet line, not an error."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ._middleware import SCOPE_KEY, RequestState, _printable
+from ._token import CancellationReason, OperationCancelled
+
+logger = logging.getLogger("fastapi_abort")
+
+DEADLINE_LOG = "%s %s: 504 Gateway Timeout: %s"
+NOT_THE_REQUEST_LOG = (
+    "%s %s: 500 Internal Server Error: OperationCancelled (%s) escaped the endpoint, and the "
+    "request's client has not left. Catch it where the token is cancelled."
+)
+
+
+async def operation_cancelled_handler(request: Request, exc: Exception) -> Response:
+    """Exception handler for :class:`OperationCancelled`, for ``app.add_exception_handler``.
+
+    - Cancelled because this request's client left (the request's token, or a token linked to
+      it): an empty 499 response that nobody will read. Nothing is logged here:
+      ``RequestAbortedMiddleware`` logs one quiet line for the request when the app has finished
+      (``fastapi_abort`` logger, INFO, no traceback, by default).
+    - Cancelled by a deadline: the client is still there; it gets a 504, logged at WARNING.
+    - Anything else (a token of your own cancelled explicitly): a 500, logged at ERROR with the
+      traceback, as for any other unhandled exception.
+
+    The status code, level and words of the first case come from ``install()`` or the
+    middleware's options.
+    """
+    if not isinstance(exc, OperationCancelled):  # pragma: no cover - registered for it only
+        raise exc
+    state: RequestState | None = request.scope.get(SCOPE_KEY)
+    if state is not None and state.caused_by_client(exc):
+        # The middleware logs the quiet line once the app has finished.
+        return Response(status_code=state.config.status_code)
+    method = request.scope.get("method", "")
+    path = _printable(request.scope.get("path", ""))
+    if exc.reason is CancellationReason.DEADLINE:
+        logger.warning(DEADLINE_LOG, method, path, exc)
+        return JSONResponse({"detail": "Gateway Timeout"}, status_code=504)
+    logger.error(NOT_THE_REQUEST_LOG, method, path, exc.reason, exc_info=exc)
+    return JSONResponse({"detail": "Internal Server Error"}, status_code=500)

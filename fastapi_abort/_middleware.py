@@ -1,0 +1,385 @@
+"""The ASGI middleware that trips a request's token when its client goes away.
+
+How a disconnect is seen: the server returns ``http.disconnect`` from ``receive()``. Servers also
+return it after a normal response, so it means "client gone" only while the response is not yet
+complete, which only ``send`` can tell. Some servers (hypercorn, daphne) hand each message to
+exactly one caller of ``receive()``, so this middleware must be the only one reading the server's
+``receive``: the app gets a ``receive`` that delivers each body message exactly once and reports
+the disconnect to every caller once it happened.
+
+Somebody has to be waiting in ``receive()`` to hear a disconnect. Most requests never ask for their
+token, and they pay no more than two wrapped callables and one small object. The first request for
+the token starts a *watcher*: one background task that reads the server's ``receive`` whenever the
+app is not reading it itself, holding at most one body message for the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._backend import Spawned, spawn
+from ._token import (
+    CancellationReason,
+    CancellationToken,
+    CancellationTokenSource,
+    OperationCancelled,
+)
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # anyio depends on it below 3.11
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("fastapi_abort")
+
+#: The scope key under which the middleware keeps the request's state.
+SCOPE_KEY = "fastapi_abort.request"
+
+#: The quiet line logged once per request whose client went away before the response was
+#: complete, when the app has finished (method, path, status code, message, elapsed seconds).
+ABORTED_LOG = "%s %s: %d %s after %.3f s"
+WATCHER_FAILED = "The request watcher stopped: the server's receive() raised"
+BAD_STATUS = "status_code must be an int from 100 to 999 (499 by default), got {value!r}"
+BAD_LEVEL = (
+    "log_level must be a logging level: an int such as logging.INFO or a name such as 'INFO', "
+    "got {value!r}"
+)
+BAD_MESSAGE = "message must be a str such as 'Client Closed Request', got {value!r}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the middleware and the exception handler do for a request whose client left."""
+
+    status_code: int = 499
+    log_level: int = logging.INFO
+    message: str = "Client Closed Request"
+
+    @classmethod
+    def of(cls, status_code: int, log_level: int | str, message: str) -> Config:
+        if isinstance(status_code, bool) or not isinstance(status_code, int):
+            raise TypeError(BAD_STATUS.format(value=status_code))
+        if not 100 <= status_code <= 999:
+            raise ValueError(BAD_STATUS.format(value=status_code))
+        level = logging.getLevelName(log_level) if isinstance(log_level, str) else log_level
+        if isinstance(level, bool) or not isinstance(level, int):
+            raise ValueError(BAD_LEVEL.format(value=log_level))
+        if not isinstance(message, str):
+            raise TypeError(BAD_MESSAGE.format(value=message))
+        return cls(status_code, level, message)
+
+
+class RequestAbortedMiddleware:
+    """Pure ASGI middleware that cancels a request's token when the client disconnects.
+
+    Add it outermost (``fastapi_abort.install(app)`` does), so that no other middleware reads the
+    server's ``receive`` or hides ``send`` from it. Only ``http`` scopes are handled; ``lifespan``
+    and ``websocket`` scopes pass through untouched, and so does a request already handled by an
+    outer instance of this middleware.
+
+    :param status_code: the status of the quiet response and log line (499 by default).
+    :param log_level: the level of that line (``logging.INFO`` by default), an int or a name.
+    :param message: the words after the status code (``"Client Closed Request"``).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        status_code: int = 499,
+        log_level: int | str = logging.INFO,
+        message: str = "Client Closed Request",
+    ) -> None:
+        self.app = app
+        self.config = Config.of(status_code, log_level, message)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or SCOPE_KEY in scope:
+            await self.app(scope, receive, send)
+            return
+        state = RequestState(self.config, scope, receive, send)
+        scope[SCOPE_KEY] = state
+        try:
+            await self.app(scope, state.receive, state.send)
+        except Exception as exc:
+            if not state.is_client_abort(exc):
+                raise
+            # The client left and the app let the resulting OperationCancelled escape (from a
+            # streaming body, or with no exception handler installed): the quiet ending.
+            if not state.response_started:
+                await state.send_abort_response()
+        finally:
+            state.finish()
+        if state.aborted:
+            # Once per request whose client left, however the app ended: by OperationCancelled,
+            # by returning, or by Starlette cancelling a streaming body.
+            state.log_abort()
+
+
+class RequestState:
+    """Everything the middleware knows about one request. Lives in ``scope[SCOPE_KEY]``."""
+
+    __slots__ = (
+        "_app_has_read",
+        "_changed",
+        "_hold_for_continue",
+        "_pending",
+        "_reading",
+        "_server_receive",
+        "_server_send",
+        "_trailers",
+        "_waiters",
+        "_watcher",
+        "aborted",
+        "config",
+        "disconnected",
+        "finished",
+        "loop_thread",
+        "response_complete",
+        "response_started",
+        "scope",
+        "source",
+        "started_at",
+    )
+
+    def __init__(self, config: Config, scope: Scope, receive: Receive, send: Send) -> None:
+        self.config = config
+        self.scope = scope
+        self._server_receive = receive
+        self._server_send = send
+        self.started_at = time.perf_counter()
+        self.loop_thread = threading.get_ident()
+        self.source: CancellationTokenSource | None = None
+        self.response_started = False
+        self.response_complete = False
+        #: The server returned ``http.disconnect``.
+        self.disconnected = False
+        #: ... and it did so before the response was complete: the client left.
+        self.aborted = False
+        self.finished = False
+        self._trailers = False
+        # Reading the server's receive: one reader at a time, the app or the watcher.
+        self._reading = False
+        self._pending: Message | None = None
+        self._changed: anyio.Event | None = None
+        self._waiters = 0
+        self._watcher: Spawned | None = None
+        self._app_has_read = False
+        self._hold_for_continue = False
+
+    # -- the token -----------------------------------------------------------------------------
+
+    def token(self) -> CancellationToken:
+        """The request's token, created on first use. Call on the event loop thread only."""
+        source = self.source
+        if source is None:
+            source = self.source = CancellationTokenSource()
+            if self.aborted:
+                source.cancel(CancellationReason.CLIENT_DISCONNECTED)
+            elif self.response_complete or self.finished:
+                source.close()
+            else:
+                self._start_watcher()
+        return source.token
+
+    def caused_by_client(self, exc: OperationCancelled) -> bool:
+        """Whether ``exc`` comes from this request's token (directly or through a link) having
+        been cancelled because the client left."""
+        source = self.source
+        return (
+            source is not None
+            and exc.reason is CancellationReason.CLIENT_DISCONNECTED
+            and exc.token._origin is source.token
+        )
+
+    def is_client_abort(self, exc: BaseException) -> bool:
+        if isinstance(exc, OperationCancelled):
+            return self.caused_by_client(exc)
+        if isinstance(exc, BaseExceptionGroup):
+            return all(self.is_client_abort(inner) for inner in exc.exceptions)
+        # Starlette's exception-handler wrapper turns a handled exception raised after the
+        # response started into RuntimeError("Caught handled exception, but response already
+        # started.") from the original.
+        cause = exc.__cause__
+        return (
+            isinstance(exc, RuntimeError)
+            and self.response_started
+            and cause is not None
+            and self.is_client_abort(cause)
+        )
+
+    def log_abort(self) -> None:
+        """Log the quiet line."""
+        config = self.config
+        elapsed = time.perf_counter() - self.started_at
+        method = self.scope.get("method", "")
+        path = _printable(self.scope.get("path", ""))
+        logger.log(
+            config.log_level,
+            ABORTED_LOG,
+            method,
+            path,
+            config.status_code,
+            config.message,
+            elapsed,
+            extra={
+                "http_method": method,
+                "http_path": path,
+                "status_code": config.status_code,
+                "elapsed": elapsed,
+                "reason": str(CancellationReason.CLIENT_DISCONNECTED),
+            },
+        )
+
+    async def send_abort_response(self) -> None:
+        # Nobody reads it, but the server's access log then shows the status.
+        status = self.config.status_code
+        try:
+            await self.send({"type": "http.response.start", "status": status, "headers": []})
+            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # pragma: no cover - ASGI 2.4 servers may raise on a closed connection
+            pass
+
+    # -- receive -------------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """The ``receive`` the app gets: each body message once, the disconnect to everyone."""
+        if not self._app_has_read:
+            self._app_has_read = True
+            if self._hold_for_continue:
+                self._notify()
+        while True:
+            pending = self._pending
+            if pending is not None:
+                self._pending = None
+                self._notify()
+                return pending
+            if self.disconnected:
+                return {"type": "http.disconnect"}
+            if not self._reading:
+                return await self._read()
+            self._waiters += 1
+            try:
+                await self._wait_changed()
+            finally:
+                self._waiters -= 1
+
+    async def _read(self) -> Message:
+        self._reading = True
+        try:
+            message = await self._server_receive()
+        finally:
+            self._reading = False
+            self._notify()
+        if message["type"] == "http.disconnect":
+            self.disconnected = True
+            if not self.response_complete and not self.aborted:
+                self.aborted = True
+                if self.source is not None:
+                    self.source.cancel(CancellationReason.CLIENT_DISCONNECTED)
+        return message
+
+    def _notify(self) -> None:
+        event = self._changed
+        if event is not None:
+            self._changed = None
+            event.set()
+
+    async def _wait_changed(self) -> None:
+        event = self._changed
+        if event is None:
+            event = self._changed = anyio.Event()
+        await event.wait()
+
+    # -- the watcher ---------------------------------------------------------------------------
+
+    def _start_watcher(self) -> None:
+        if not self._app_has_read:
+            # Reading before the app does would make the server answer "100 Continue" on the
+            # app's behalf: wait until the app reads or responds.
+            self._hold_for_continue = any(
+                name == b"expect" and value.lower() == b"100-continue"
+                for name, value in self.scope.get("headers", ())
+            )
+        self._watcher = spawn(self._watch, "fastapi_abort request watcher")
+
+    def _must_wait(self) -> bool:
+        if self._reading:
+            return True
+        pending = self._pending
+        if pending is not None and pending.get("more_body", False) and not self.response_started:
+            # Holding one body message is the bound: read on only once the app takes it.
+            return True
+        return self._hold_for_continue and not (self._app_has_read or self.response_started)
+
+    async def _watch(self) -> None:
+        try:
+            while not self.disconnected and not self.response_complete:
+                if self._must_wait():
+                    await self._wait_changed()
+                    continue
+                message = await self._read()
+                if message["type"] == "http.request" and self._pending is None:
+                    self._pending = message
+                # else: the response has started and the app did not take the last message:
+                # this one is discarded, as Starlette's StreamingResponse discards body it reads.
+        except Exception:
+            logger.debug(WATCHER_FAILED, exc_info=True)
+
+    # -- send ----------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """The ``send`` the app gets: watches for the end of the response."""
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not message.get("more_body", False) and not self._trailers:
+                self._complete()
+        elif kind == "http.response.start":
+            self.response_started = True
+            self._trailers = bool(message.get("trailers", False))
+            self._notify()
+        elif kind == "http.response.trailers":
+            if not message.get("more_trailers", False):
+                self._complete()
+        elif kind == "http.response.pathsend" or (
+            kind == "http.response.zerocopysend"
+            and not message.get("more_body", False)
+            and not self._trailers
+        ):
+            self._complete()
+        await self._server_send(message)
+
+    def _complete(self) -> None:
+        # Marked before the server's send: some servers report http.disconnect for a finished
+        # response before that send returns, and that must never read as "client gone".
+        self.response_complete = True
+        self._stop_watcher()
+        source = self.source
+        if source is not None and not self.aborted:
+            source.close()
+
+    def _stop_watcher(self) -> None:
+        watcher = self._watcher
+        if watcher is not None:
+            self._watcher = None
+            watcher.cancel()
+
+    def finish(self) -> None:
+        """The app returned: the token is final from now on."""
+        self.finished = True
+        self._stop_watcher()
+        if self.source is not None:
+            self.source.close()
+
+
+def _printable(text: str) -> str:
+    # A path is percent-decoded: keep control characters out of the log line.
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

@@ -1,0 +1,510 @@
+"""Cooperative cancellation: the token, its source, and the exception it raises."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import ClassVar, final
+
+import anyio
+
+from ._backend import CallSoon, call_later, call_soon_threadsafe
+
+logger = logging.getLogger("fastapi_abort")
+
+CALLBACK_FAILED = "Cancellation callback %r raised; the other callbacks still ran"
+NOT_CANCELLABLE_SOURCE = (
+    "CancellationTokenSource() takes CancellationToken parents, got {type}. "
+    "Pass tokens (source.token), not sources."
+)
+BAD_DELAY = "cancel_after() needs a delay in seconds that is a finite number >= 0, got {delay!r}"
+BAD_SECONDS = "{what}() needs a number of seconds that is >= 0, got {seconds!r}"
+
+# One lock for every token: each critical section is a few attribute writes, so sharing it costs
+# nothing measurable and saves a lock object per request.
+_lock = threading.Lock()
+
+
+class CancellationReason(enum.Enum):
+    """Why a token was cancelled: compare with ``is``, e.g. ``token.reason is DEADLINE``."""
+
+    #: The HTTP client went away before the response was complete.
+    CLIENT_DISCONNECTED = "client disconnected"
+    #: A deadline set with ``cancel_after()`` or ``CancellationTokenSource(timeout=...)`` passed.
+    DEADLINE = "deadline"
+    #: ``CancellationTokenSource.cancel()`` was called without a reason.
+    EXPLICIT = "explicit"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class OperationCancelled(Exception):
+    """Raised when an operation stops because its token was cancelled.
+
+    It subclasses :class:`Exception` (not ``BaseException``) on purpose, so FastAPI exception
+    handlers see it. It is *not* the event loop's own cancellation (``asyncio.CancelledError``,
+    ``trio.Cancelled``): those are never turned into this exception, and should never be
+    swallowed.
+
+    :ivar token: the token whose cancellation stopped the operation.
+    :ivar reason: that token's :attr:`CancellationToken.reason` when this was raised.
+    """
+
+    def __init__(self, token: CancellationToken, message: str | None = None) -> None:
+        self.token = token
+        self.reason = token.reason
+        super().__init__(message or f"The operation was cancelled ({self.reason})")
+
+
+class _NotCancelled(enum.Enum):
+    NOT_CANCELLED = enum.auto()
+
+
+_NOT_CANCELLED = _NotCancelled.NOT_CANCELLED
+
+
+@final
+class CancellationTokenRegistration:
+    """The handle :meth:`CancellationToken.register` returns; undo it with :meth:`unregister`.
+
+    Also a context manager: leaving the ``with`` block unregisters the callback.
+    """
+
+    __slots__ = ("_callback", "_token")
+
+    def __init__(self, token: CancellationToken | None, callback: Callable[[], object]) -> None:
+        self._token = token
+        self._callback = callback
+
+    def unregister(self) -> bool:
+        """Remove the callback so that it never runs.
+
+        Returns ``True`` if it was removed before it ran, ``False`` if it has already run, is
+        running right now in another thread, or will never run (the token can no longer be
+        cancelled). Idempotent; callable from any thread.
+        """
+        token = self._token
+        if token is None:
+            return False
+        self._token = None
+        with _lock:
+            callbacks = token._callbacks
+            return callbacks is not None and callbacks.pop(self, _NOT_CANCELLED) is None
+
+    def __enter__(self) -> CancellationTokenRegistration:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.unregister()
+
+
+@final
+class CancellationToken:
+    """A signal that some work should stop: read it, wait for it, or let it cancel an await.
+
+    Tokens come from a :class:`CancellationTokenSource` (or, for a request, from
+    :func:`fastapi_abort.request_aborted`). The source cancels; the token only observes. Every
+    method is safe to call from any thread; the ``async`` ones and :meth:`scope` must run on an
+    asyncio or trio event loop.
+
+    Cancellation is one-way and happens at most once: once :attr:`is_cancellation_requested` is
+    true it stays true, and :attr:`reason` never changes again. A token whose source was closed
+    before it was cancelled can never be cancelled (:attr:`can_be_cancelled` is false).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_callbacks",
+        "_closed",
+        "_deadline",
+        "_event",
+        "_origin",
+        "_parents",
+        "_reason",
+        "_timer",
+    )
+
+    #: A token that is never cancelled, like .NET's ``CancellationToken.None``: a safe default
+    #: for optional token parameters.
+    NONE: ClassVar[CancellationToken]
+
+    def __init__(self) -> None:
+        self._reason: object = _NOT_CANCELLED
+        self._origin: CancellationToken | None = None
+        self._closed = False
+        # Created on first use: most tokens never get a callback, a thread waiter or a deadline.
+        self._callbacks: dict[CancellationTokenRegistration, None] | None = {}
+        self._event: threading.Event | None = None
+        self._deadline: float | None = None
+        self._timer: Callable[[], object] | None = None
+        self._parents: tuple[CancellationToken, ...] = ()
+
+    def __repr__(self) -> str:
+        if self._reason is not _NOT_CANCELLED:
+            state = f"cancelled ({self._reason})"
+        elif self._closed:
+            state = "never cancelled"
+        else:
+            state = "not cancelled"
+        return f"<CancellationToken {state}>"
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def is_cancellation_requested(self) -> bool:
+        """Whether cancellation has been requested. Cheap enough to call in a tight loop."""
+        if self._reason is not _NOT_CANCELLED:
+            return True
+        # A passed deadline counts even if its timer has not fired yet: a CPU-bound loop on the
+        # event loop thread would otherwise never let the timer run.
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self._cancel(CancellationReason.DEADLINE, self)
+            return True
+        # A parent's passed deadline cancels it, and through the link this token, right here.
+        return (
+            bool(self._parents)
+            and any(p.is_cancellation_requested for p in self._parents)
+            and (self._reason is not _NOT_CANCELLED)
+        )
+
+    @property
+    def can_be_cancelled(self) -> bool:
+        """False if this token can never be cancelled (``CancellationToken.NONE``, or a token
+        whose source was closed before cancelling it). True once it is cancelled."""
+        return self._reason is not _NOT_CANCELLED or not self._closed
+
+    @property
+    def reason(self) -> object:
+        """Why the token was cancelled, or ``None`` while it is not.
+
+        A :class:`CancellationReason` member, or whatever object was passed to
+        :meth:`CancellationTokenSource.cancel`. A token cancelled through a link carries its
+        parent's reason.
+        """
+        reason = self._reason
+        return None if reason is _NOT_CANCELLED else reason
+
+    def throw_if_cancellation_requested(self) -> None:
+        """Raise :class:`OperationCancelled` if cancellation has been requested; else do nothing.
+
+        The check to put at the top of each round of a loop, in ``async`` and ``def`` code alike.
+        """
+        if self.is_cancellation_requested:
+            raise OperationCancelled(self)
+
+    # -- callbacks -----------------------------------------------------------------------------
+
+    def register(self, callback: Callable[[], object]) -> CancellationTokenRegistration:
+        """Call ``callback()`` once, when the token is cancelled.
+
+        If the token is already cancelled, ``callback`` runs at once, in this thread, before
+        ``register`` returns. Otherwise it runs in the thread that cancels the token (for a
+        request token: the event loop thread), so it must be quick and must not block; to do async
+        work on cancellation, ``await token.wait()`` in a task instead. Callbacks run in the order
+        they were registered. One that raises is logged on the ``fastapi_abort`` logger and does
+        not stop the others. On a token that can never be cancelled, ``callback`` never runs and
+        nothing is kept.
+
+        :returns: a registration; ``unregister()`` it (or use it as a context manager) once the
+            callback is no longer wanted, so that it is not kept alive.
+        """
+        with _lock:
+            callbacks = self._callbacks
+            if callbacks is not None:
+                registration = CancellationTokenRegistration(self, callback)
+                callbacks[registration] = None
+                return registration
+        if self._reason is not _NOT_CANCELLED:
+            _run_callback(callback)
+        return CancellationTokenRegistration(None, callback)
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    async def wait(self) -> None:
+        """Return once the token is cancelled (at once if it already is).
+
+        Never returns for a token that can never be cancelled, unless the caller is cancelled.
+        """
+        if self.is_cancellation_requested:
+            return
+        event = anyio.Event()
+        with self.register(_on_loop(event.set, "CancellationToken.wait()")):
+            await event.wait()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep for ``seconds``, unless the token is cancelled first.
+
+        The equivalent of .NET's ``Task.Delay(ms, token)``.
+
+        :raises OperationCancelled: at once if the token is already cancelled, otherwise as soon
+            as it is cancelled during the sleep.
+        """
+        if seconds < 0:
+            raise ValueError(BAD_SECONDS.format(what="sleep", seconds=seconds))
+        self.throw_if_cancellation_requested()
+        with self.scope():
+            await anyio.sleep(seconds)
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[anyio.CancelScope]:
+        """Cancel whatever is awaited inside the block when the token is cancelled.
+
+        ::
+
+            with token.scope():
+                response = await client.get(url)
+
+        An anyio :class:`~anyio.CancelScope` runs underneath. When the token is cancelled, the
+        await in progress is cancelled, and the block raises :class:`OperationCancelled` (instead
+        of the loop's cancellation exception). If the token is already cancelled, the block is
+        cancelled at its first await. Code between awaits runs on: check the token there if it
+        matters. Any other cancellation (a timeout, a cancelled task group) passes through
+        untouched. Yields the cancel scope, for its ``deadline`` or ``shield``.
+
+        :raises OperationCancelled: if the token cancelled an await inside the block.
+        :raises RuntimeError: if no asyncio or trio loop runs in this thread.
+        """
+        cancel_scope = anyio.CancelScope()
+        if not self.can_be_cancelled:
+            with cancel_scope:
+                yield cancel_scope
+            return
+        wake = _on_loop(cancel_scope.cancel, "CancellationToken.scope()")
+        with self.register(wake), cancel_scope:
+            yield cancel_scope
+        # True only if this scope's own cancellation was caught; an outer cancellation that
+        # also reached the block propagates out of the `with` above and never gets here.
+        if cancel_scope.cancelled_caught:
+            raise OperationCancelled(self)
+
+    def wait_blocking(self, timeout: float | None = None) -> bool:
+        """Block this thread until the token is cancelled or ``timeout`` seconds pass.
+
+        For ``def`` code running in a worker thread (never call it on the event loop: it blocks
+        the loop). Like .NET's ``token.WaitHandle.WaitOne(timeout)``.
+
+        :returns: whether the token is cancelled.
+        """
+        if timeout is not None and timeout < 0:
+            raise ValueError(BAD_SECONDS.format(what="wait_blocking", seconds=timeout))
+        if self.is_cancellation_requested:
+            return True
+        with _lock:
+            event = self._event
+            if event is None:
+                event = self._event = threading.Event()
+            if self._reason is not _NOT_CANCELLED:
+                return True
+        deadline = self._deadline
+        if deadline is not None:
+            remaining = max(0.0, deadline - time.monotonic())
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        event.wait(timeout)
+        return self.is_cancellation_requested
+
+    def sleep_blocking(self, seconds: float) -> None:
+        """Block this thread for ``seconds``, unless the token is cancelled first.
+
+        The ``time.sleep()`` replacement in synchronous loops that run in a worker thread.
+
+        :raises OperationCancelled: at once if the token is already cancelled, otherwise as soon
+            as it is cancelled during the sleep.
+        """
+        if seconds < 0:
+            raise ValueError(BAD_SECONDS.format(what="sleep_blocking", seconds=seconds))
+        if self.wait_blocking(seconds):
+            raise OperationCancelled(self)
+
+    # -- used by the source --------------------------------------------------------------------
+
+    def _cancel(self, reason: object, origin: CancellationToken) -> None:
+        with _lock:
+            if self._reason is not _NOT_CANCELLED or self._closed:
+                return
+            self._reason = reason
+            self._origin = origin
+            callbacks, self._callbacks = self._callbacks, None
+            event, timer = self._event, self._timer
+            self._timer = None
+        if timer is not None:
+            timer()
+        if event is not None:
+            event.set()
+        if callbacks:
+            for registration in callbacks:
+                # Detach first: unregister() must report False from now on.
+                registration._token = None
+                _run_callback(registration._callback)
+
+    def _close(self) -> None:
+        with _lock:
+            self._closed = True
+            self._callbacks = None
+            self._parents = ()
+            timer, self._timer = self._timer, None
+            self._deadline = None
+        if timer is not None:
+            timer()
+
+
+def _run_callback(callback: Callable[[], object]) -> None:
+    try:
+        callback()
+    except Exception:
+        logger.exception(CALLBACK_FAILED, callback)
+
+
+def _on_loop(func: Callable[[], object], what: str) -> Callable[[], None]:
+    """Wrap ``func`` so that it runs on the current loop, whichever thread calls the wrapper.
+
+    Called from the loop's own thread, ``func`` runs at once; from any other thread, it is
+    scheduled on the loop without blocking the caller.
+    """
+    call_soon: CallSoon = call_soon_threadsafe(what)
+    loop_thread = threading.get_ident()
+
+    def wake() -> None:
+        if threading.get_ident() == loop_thread:
+            func()
+            return
+        # RuntimeError: the loop has closed, and nothing is left waiting on it.
+        with contextlib.suppress(RuntimeError):
+            call_soon(func)
+
+    return wake
+
+
+CancellationToken.NONE = CancellationToken()
+CancellationToken.NONE._close()
+
+
+@final
+class CancellationTokenSource:
+    """Owns a :class:`CancellationToken` and is the only way to cancel it.
+
+    ``CancellationTokenSource(*parents, timeout=None)`` makes a source whose token is also
+    cancelled when any of ``parents`` is (keeping that parent's reason), and after ``timeout``
+    seconds (reason :attr:`CancellationReason.DEADLINE`).
+
+    Close the source when its work is done (``close()``, or use it as a context manager): that
+    unlinks it from its parents, stops its timer and drops its callbacks, so a long-lived parent
+    does not keep every child alive. After ``close()``, a token that was not cancelled can never
+    be. Every method is safe to call from any thread.
+    """
+
+    __slots__ = ("_links", "token")
+
+    def __init__(self, *parents: CancellationToken, timeout: float | None = None) -> None:
+        #: The token this source controls. The same object for the source's whole life.
+        self.token = CancellationToken()
+        self._links: list[CancellationTokenRegistration] = []
+        for parent in parents:
+            if not isinstance(parent, CancellationToken):
+                raise TypeError(NOT_CANCELLABLE_SOURCE.format(type=type(parent).__name__))
+        token = self.token
+        live = tuple(parent for parent in parents if parent.can_be_cancelled)
+        token._parents = live
+        for parent in live:
+            # Cancelling a child from its parent must not keep the child alive through the
+            # parent: the callback holds the child token only, never the source.
+            self._links.append(parent.register(_link(parent, token)))
+        if timeout is not None:
+            self.cancel_after(timeout)
+
+    def __repr__(self) -> str:
+        return f"<CancellationTokenSource token={self.token!r}>"
+
+    @property
+    def is_cancellation_requested(self) -> bool:
+        """Same as ``self.token.is_cancellation_requested``."""
+        return self.token.is_cancellation_requested
+
+    def cancel(self, reason: object = CancellationReason.EXPLICIT) -> None:
+        """Cancel the token: set its reason, run its callbacks, wake its waiters.
+
+        Idempotent: only the first call has any effect, and later reasons are ignored. Callable
+        from any thread; async waiters are woken on their own event loop without blocking the
+        caller. Callbacks run in the calling thread before ``cancel`` returns. Does nothing after
+        :meth:`close`.
+
+        :param reason: what :attr:`CancellationToken.reason` will report; a
+            :class:`CancellationReason` or any object of yours (not ``None``).
+        """
+        if reason is None:
+            raise ValueError("cancel() needs a reason that is not None")
+        self.token._cancel(reason, self.token)
+
+    def cancel_after(self, delay: float) -> None:
+        """Cancel the token with reason :attr:`CancellationReason.DEADLINE` in ``delay`` seconds.
+
+        Calling it again replaces the earlier deadline. The deadline is checked on every read of
+        the token's state as well, so a loop that never yields to the event loop still sees it.
+        The timer runs on the current asyncio loop if there is one, else in a timer thread.
+        """
+        if not isinstance(delay, int | float) or not (0 <= delay < float("inf")):
+            raise ValueError(BAD_DELAY.format(delay=delay))
+        token = self.token
+        with _lock:
+            if token._reason is not _NOT_CANCELLED or token._closed:
+                return
+            timer, token._timer = token._timer, None
+            token._deadline = time.monotonic() + delay
+        if timer is not None:
+            timer()
+
+        def fire() -> None:
+            token._cancel(CancellationReason.DEADLINE, token)
+
+        stop = call_later(delay, fire)
+        if stop is None:
+            thread = threading.Timer(delay, fire)
+            thread.daemon = True
+            thread.start()
+            stop = thread.cancel
+        with _lock:
+            if token._reason is not _NOT_CANCELLED or token._closed or token._timer is not None:
+                # Cancelled, closed or re-armed meanwhile: this timer must not linger.
+                pass
+            else:
+                token._timer = stop
+                return
+        stop()
+
+    def close(self) -> None:
+        """Release the source: unlink from parents, stop the timer, drop the callbacks.
+
+        Idempotent. The token keeps its state; if it was not cancelled, it never will be.
+        """
+        self.token._close()
+        links, self._links = self._links, []
+        for link in links:
+            link.unregister()
+
+    def __enter__(self) -> CancellationTokenSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _link(parent: CancellationToken, child: CancellationToken) -> Callable[[], None]:
+    def cancel_child() -> None:
+        child._cancel(parent._reason, parent._origin or parent)
+
+    return cancel_child
