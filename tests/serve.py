@@ -1,0 +1,49 @@
+"""Run ``tests.server_app:app`` under one server configuration on an inherited listening socket.
+
+``python -m tests.serve KIND FD``: the test binds and listens on 127.0.0.1 itself, so the port is
+known and connections queue in the backlog until the server accepts them; no readiness polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+
+KINDS = ("uvicorn-h11", "uvicorn-httptools", "hypercorn-asyncio", "hypercorn-trio")
+
+
+def main(kind: str, fd: int) -> None:
+    if kind.startswith("uvicorn-"):
+        import uvicorn
+
+        http, loop = {
+            "uvicorn-h11": ("h11", "asyncio"),
+            "uvicorn-httptools": ("httptools", "uvloop"),
+        }[kind]
+        config = uvicorn.Config("tests.server_app:app", http=http, loop=loop, log_level="info")
+        uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
+        return
+
+    from hypercorn.config import Config
+
+    from tests.server_app import app
+
+    config = Config()
+    config.bind = [f"fd://{fd}"]
+    config.loglevel = "INFO"
+    if kind == "hypercorn-asyncio":
+        from hypercorn.asyncio import serve as serve_asyncio
+
+        asyncio.run(serve_asyncio(app, config))  # type: ignore[arg-type]
+    elif kind == "hypercorn-trio":
+        import trio
+        from hypercorn.trio import serve as serve_trio
+
+        trio.run(serve_trio, app, config)
+    else:
+        raise SystemExit(f"unknown server kind {kind!r}; one of {KINDS}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
