@@ -10,21 +10,20 @@ import asyncio
 import socket
 import sys
 
-KINDS = ("uvicorn-h11", "uvicorn-httptools", "hypercorn-asyncio", "hypercorn-trio")
+UVICORN = {"uvicorn-h11": ("h11", "asyncio"), "uvicorn-httptools": ("httptools", "uvloop")}
+HYPERCORN = ("hypercorn-asyncio", "hypercorn-trio")
+KINDS = (*UVICORN, *HYPERCORN)
 
 
-def main(kind: str, fd: int) -> None:
-    if kind.startswith("uvicorn-"):
-        import uvicorn
+def run_uvicorn(kind: str, fd: int) -> None:
+    import uvicorn
 
-        http, loop = {
-            "uvicorn-h11": ("h11", "asyncio"),
-            "uvicorn-httptools": ("httptools", "uvloop"),
-        }[kind]
-        config = uvicorn.Config("tests.server_app:app", http=http, loop=loop, log_level="info")
-        uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
-        return
+    http, loop = UVICORN[kind]
+    config = uvicorn.Config("tests.server_app:app", http=http, loop=loop, log_level="info")
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
 
+
+def run_hypercorn(kind: str, fd: int) -> None:
     from hypercorn.config import Config
 
     from tests.server_app import app
@@ -36,11 +35,18 @@ def main(kind: str, fd: int) -> None:
         from hypercorn.asyncio import serve as serve_asyncio
 
         asyncio.run(serve_asyncio(app, config))  # type: ignore[arg-type]
-    elif kind == "hypercorn-trio":
+    else:
         import trio
         from hypercorn.trio import serve as serve_trio
 
-        trio.run(serve_trio, app, config)
+        trio.run(serve_trio, app, config)  # type: ignore[arg-type]
+
+
+def main(kind: str, fd: int) -> None:
+    if kind in UVICORN:
+        run_uvicorn(kind, fd)
+    elif kind in HYPERCORN:
+        run_hypercorn(kind, fd)
     else:
         raise SystemExit(f"unknown server kind {kind!r}; one of {KINDS}")
 
