@@ -171,12 +171,10 @@ class CancellationToken:
         if self._deadline is not None and time.monotonic() >= self._deadline:
             self._cancel(CancellationReason.DEADLINE, self)
             return True
-        # A parent's passed deadline cancels it, and through the link this token, right here.
-        return (
-            bool(self._parents)
-            and any(p.is_cancellation_requested for p in self._parents)
-            and (self._reason is not _NOT_CANCELLED)
-        )
+        # Reading a parent whose deadline passed cancels it, and through the link this token.
+        if self._parents and any(parent.is_cancellation_requested for parent in self._parents):
+            return self._reason is not _NOT_CANCELLED
+        return False
 
     @property
     def can_be_cancelled(self) -> bool:
