@@ -18,6 +18,10 @@ MIDDLEWARE_MISSING = (
     "hand: app.add_middleware(RequestAbortedMiddleware)). If the app is mounted inside another "
     "one, install it on the outermost app."
 )
+NOT_HTTP = (
+    "The request-aborted token exists for HTTP requests only, and this is a {type} connection. "
+    "For a WebSocket, the disconnect arrives as WebSocketDisconnect from receive()."
+)
 FOREIGN_THREAD = (
     "get_request_aborted() was called for the first time in a thread that is not one of anyio's "
     "worker threads, so it cannot reach the event loop. Get the token on the event loop (a "
@@ -40,10 +44,13 @@ def get_request_aborted(request: HTTPConnection) -> CancellationToken:
     Callable on the event loop and in anyio worker threads (where FastAPI runs ``def`` endpoints
     and dependencies).
 
-    :raises RuntimeError: if ``RequestAbortedMiddleware`` did not run for this request.
+    :raises RuntimeError: if ``RequestAbortedMiddleware`` did not run for this request, or the
+        connection is a WebSocket (not supported yet).
     """
     state: RequestState | None = request.scope.get(SCOPE_KEY)
     if state is None:
+        if request.scope["type"] != "http":
+            raise RuntimeError(NOT_HTTP.format(type=request.scope["type"]))
         raise RuntimeError(MIDDLEWARE_MISSING)
     source = state.source
     if source is not None:

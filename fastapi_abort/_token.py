@@ -232,7 +232,10 @@ class CancellationToken:
     async def wait(self) -> None:
         """Return once the token is cancelled (at once if it already is).
 
-        Never returns for a token that can never be cancelled, unless the caller is cancelled.
+        Never returns for a token that can never be cancelled (such as a request's token once
+        its response is complete), unless the caller is cancelled. To wait at most a while, the
+        anyio way: ``with anyio.move_on_after(0.5): await token.wait()``, then check
+        :attr:`is_cancellation_requested`.
         """
         if self.is_cancellation_requested:
             return

@@ -67,7 +67,7 @@ async def test_every_consumer_in_a_request_gets_the_same_token() -> None:
     @app.get("/")
     async def endpoint(
         request: Request,
-        ct: CancellationToken = Depends(request_aborted),  # noqa: B008 - the documented form
+        ct: CancellationToken = Depends(request_aborted),
         _a: None = Depends(dependency),
         _b: None = Depends(sync_dependency),
     ) -> dict[str, Any]:
@@ -243,3 +243,14 @@ def test_bad_options_fail_at_install_with_a_clear_message(
         install(app, **options)
     assert str(caught.value) == message
     assert OperationCancelled not in app.exception_handlers
+
+
+def test_a_websocket_connection_is_told_it_has_no_token() -> None:
+    from starlette.requests import HTTPConnection
+
+    from fastapi_abort._dependency import NOT_HTTP
+
+    connection = HTTPConnection({"type": "websocket", "path": "/ws", "headers": []})
+    with pytest.raises(RuntimeError) as caught:
+        get_request_aborted(connection)
+    assert str(caught.value) == NOT_HTTP.format(type="websocket")
