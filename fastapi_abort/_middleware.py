@@ -118,6 +118,10 @@ class RequestAbortedMiddleware:
                 await state.send_abort_response()
         finally:
             state.finish()
+            # The state holds the server's receive, which holds the server's request object,
+            # which holds the scope: without this, every request would be left to the cyclic
+            # garbage collector (measured on uvicorn: 0.80x the throughput of plain FastAPI).
+            del scope[SCOPE_KEY]
         if state.aborted:
             # Once per request whose client left, however the app ended: by OperationCancelled,
             # by returning, or by Starlette cancelling a streaming body.
@@ -154,8 +158,7 @@ class RequestState:
 
     def __init__(self, config: Config, scope: Scope, receive: Receive, send: Send) -> None:
         self.config = config
-        # Not the scope itself: the scope holds this state, and a reference cycle per request
-        # would leave every request to the cyclic garbage collector (measured: -18% throughput).
+        # Not the scope itself: the scope holds this state (see the end of __call__).
         self.method: str = scope.get("method", "")
         self.path: str = scope.get("path", "")
         self._headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
