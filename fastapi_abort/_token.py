@@ -133,6 +133,7 @@ class CancellationToken:
         "_parents",
         "_reason",
         "_timer",
+        "_timer_ticket",
     )
 
     #: A token that is never cancelled, like .NET's ``CancellationToken.None``: a safe default
@@ -148,6 +149,7 @@ class CancellationToken:
         self._event: threading.Event | None = None
         self._deadline: float | None = None
         self._timer: Callable[[], object] | None = None
+        self._timer_ticket: object = None
         self._parents: tuple[CancellationToken, ...] = ()
 
     def __repr__(self) -> str:
@@ -166,13 +168,15 @@ class CancellationToken:
         """Whether cancellation has been requested. Cheap enough to call in a tight loop."""
         if self._reason is not _NOT_CANCELLED:
             return True
+        # Read once: another thread may close the source meanwhile.
+        deadline, parents = self._deadline, self._parents
         # A passed deadline counts even if its timer has not fired yet: a CPU-bound loop on the
         # event loop thread would otherwise never let the timer run.
-        if self._deadline is not None and time.monotonic() >= self._deadline:
+        if deadline is not None and time.monotonic() >= deadline:
             self._cancel(CancellationReason.DEADLINE, self)
-            return True
+            return self._reason is not _NOT_CANCELLED
         # Reading a parent whose deadline passed cancels it, and through the link this token.
-        if self._parents and any(parent.is_cancellation_requested for parent in self._parents):
+        if parents and any(parent.is_cancellation_requested for parent in parents):
             return self._reason is not _NOT_CANCELLED
         return False
 
@@ -240,7 +244,8 @@ class CancellationToken:
         if self.is_cancellation_requested:
             return
         event = anyio.Event()
-        with self.register(_on_loop(event.set, "CancellationToken.wait()")):
+        call_soon = call_soon_threadsafe("CancellationToken.wait()")
+        with self.register(_on_loop(event.set, call_soon)):
             await event.wait()
 
     async def sleep(self, seconds: float) -> None:
@@ -276,17 +281,19 @@ class CancellationToken:
         :raises OperationCancelled: if the token cancelled an await inside the block.
         :raises RuntimeError: if no asyncio or trio loop runs in this thread.
         """
-        cancel_scope = anyio.CancelScope()
         if not self.can_be_cancelled:
-            with cancel_scope:
+            with anyio.CancelScope() as cancel_scope:
                 yield cancel_scope
             return
-        wake = _on_loop(cancel_scope.cancel, "CancellationToken.scope()")
-        with self.register(wake), cancel_scope:
+        # Checks for a loop first, so that a worker thread gets the error that explains itself.
+        call_soon = call_soon_threadsafe("CancellationToken.scope()")
+        cancel_scope = anyio.CancelScope()
+        with self.register(_on_loop(cancel_scope.cancel, call_soon)), cancel_scope:
             yield cancel_scope
-        # True only if this scope's own cancellation was caught; an outer cancellation that
-        # also reached the block propagates out of the `with` above and never gets here.
-        if cancel_scope.cancelled_caught:
+        # cancelled_caught is true only if this scope's own cancellation was caught (an outer
+        # one propagates out of the `with` above): by the token, or through the yielded scope
+        # (its deadline, its cancel()), which is not the token's doing.
+        if cancel_scope.cancelled_caught and self.is_cancellation_requested:
             raise OperationCancelled(self)
 
     def wait_blocking(self, timeout: float | None = None) -> bool:
@@ -307,12 +314,17 @@ class CancellationToken:
                 event = self._event = threading.Event()
             if self._reason is not _NOT_CANCELLED:
                 return True
-        deadline = self._deadline
-        if deadline is not None:
-            remaining = max(0.0, deadline - time.monotonic())
-            timeout = remaining if timeout is None else min(timeout, remaining)
-        event.wait(timeout)
-        return self.is_cancellation_requested
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # Wake at the deadline too, in case its timer cannot run; re-read it each time round,
+            # as cancel_after() may move it.
+            deadline = self._deadline
+            until = end if deadline is None else deadline if end is None else min(end, deadline)
+            wait = None if until is None else max(0.0, until - time.monotonic())
+            if event.wait(wait) or self.is_cancellation_requested:
+                return True
+            if end is not None and time.monotonic() >= end:
+                return False
 
     def sleep_blocking(self, seconds: float) -> None:
         """Block this thread for ``seconds``, unless the token is cancelled first.
@@ -366,13 +378,12 @@ def _run_callback(callback: Callable[[], object]) -> None:
         logger.exception(CALLBACK_FAILED, callback)
 
 
-def _on_loop(func: Callable[[], object], what: str) -> Callable[[], None]:
+def _on_loop(func: Callable[[], object], call_soon: CallSoon) -> Callable[[], None]:
     """Wrap ``func`` so that it runs on the current loop, whichever thread calls the wrapper.
 
     Called from the loop's own thread, ``func`` runs at once; from any other thread, it is
-    scheduled on the loop without blocking the caller.
+    scheduled on the loop with ``call_soon`` without blocking the caller.
     """
-    call_soon: CallSoon = call_soon_threadsafe(what)
     loop_thread = threading.get_ident()
 
     def wake() -> None:
@@ -456,31 +467,24 @@ class CancellationTokenSource:
         if not isinstance(delay, int | float) or not (0 <= delay < float("inf")):
             raise ValueError(BAD_DELAY.format(delay=delay))
         token = self.token
+        ticket = object()
+
+        def fire() -> None:
+            # Only the timer of the latest deadline may cancel: an earlier one that was replaced
+            # (and raced its own cancellation) must not.
+            if token._timer_ticket is ticket:
+                token._cancel(CancellationReason.DEADLINE, token)
+
         with _lock:
             if token._reason is not _NOT_CANCELLED or token._closed:
                 return
-            timer, token._timer = token._timer, None
+            old = token._timer
             token._deadline = time.monotonic() + delay
-        if timer is not None:
-            timer()
-
-        def fire() -> None:
-            token._cancel(CancellationReason.DEADLINE, token)
-
-        stop = call_later(delay, fire)
-        if stop is None:
-            thread = threading.Timer(delay, fire)
-            thread.daemon = True
-            thread.start()
-            stop = thread.cancel
-        with _lock:
-            if token._reason is not _NOT_CANCELLED or token._closed or token._timer is not None:
-                # Cancelled, closed or re-armed meanwhile: this timer must not linger.
-                pass
-            else:
-                token._timer = stop
-                return
-        stop()
+            token._timer_ticket = ticket
+            # Started under the lock, so the deadline and its timer always change together.
+            token._timer = call_later(delay, fire) or _timer_thread(delay, fire)
+        if old is not None:
+            old()
 
     def close(self) -> None:
         """Release the source: unlink from parents, stop the timer, drop the callbacks.
@@ -502,6 +506,13 @@ class CancellationTokenSource:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _timer_thread(delay: float, fire: Callable[[], None]) -> Callable[[], object]:
+    thread = threading.Timer(delay, fire)
+    thread.daemon = True
+    thread.start()
+    return thread.cancel
 
 
 def _link(parent: CancellationToken, child: CancellationToken) -> Callable[[], None]:
