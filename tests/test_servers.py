@@ -92,20 +92,25 @@ def request_bytes(path: str, method: str = "GET", body: bytes = b"") -> bytes:
     return head.encode() + b"\r\n" + body
 
 
-def read_response(sock: socket.socket) -> bytes:
-    """Read one complete response with a Content-Length body."""
+def read_responses(sock: socket.socket, count: int = 1) -> list[bytes]:
+    """Read ``count`` complete responses with Content-Length bodies, in order."""
     data = b""
-    while b"\r\n\r\n" not in data:
+    responses: list[bytes] = []
+    while len(responses) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            length = re.search(rb"(?i)content-length: (\d+)", data[:head_end])
+            assert length is not None, data
+            end = head_end + 4 + int(length.group(1))
+            if len(data) >= end:
+                responses.append(data[:end])
+                data = data[end:]
+                continue
         chunk = sock.recv(65536)
         assert chunk, data
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk
-        body += chunk
-    return head + b"\r\n\r\n" + body
+    assert data == b""
+    return responses
 
 
 def assert_one_quiet_line(server: Server, rid: str, path: str, result: dict[str, Any]) -> None:
@@ -213,7 +218,8 @@ def test_completed_requests_on_a_kept_alive_connection_never_trip(server: Server
     with server.connect() as client:
         for rid in rids:
             client.sendall(request_bytes(f"/quick/{rid}"))
-            assert rid.encode() in read_response(client)
+            (response,) = read_responses(client)
+            assert rid.encode() in response
             # The background task runs after the response completed: the token is final.
             result = server.wait_for(rid, "final")
             assert result["happened"]
@@ -243,3 +249,19 @@ def test_concurrent_requests_each_get_their_own_token(server: Server) -> None:
             client.close()
     for rid in rids:
         assert server.wait_for(rid, "logged")["tripped"]
+
+
+def test_pipelined_requests_complete_without_tripping(server: Server) -> None:
+    rids = [new_id() for _ in range(3)]
+    with server.connect() as client:
+        # All three at once, before reading any response: servers queue the later ones.
+        client.sendall(b"".join(request_bytes(f"/quick/{rid}") for rid in rids))
+        responses = read_responses(client, len(rids))
+        for rid, response in zip(rids, responses, strict=True):
+            assert rid.encode() in response
+            result = server.wait_for(rid, "final")
+            assert result["can_be_cancelled_after_response"] is False
+    for rid in rids:
+        result = server.wait_for(rid, "final")
+        assert not result["tripped"]
+        assert result["log_lines"] == []
