@@ -1,11 +1,13 @@
-"""``python -m demo_app [--host HOST] [--port PORT]``: serve the demo with uvicorn."""
+"""``python -m demo_app [--host HOST] [--port PORT] [--db PATH]``: serve the demo with uvicorn."""
 
 import argparse
 import logging
+from pathlib import Path
 
 import uvicorn
 
 from demo_app.app import create_app
+from demo_app.report import ENV_VAR, default_path
 
 
 def main() -> None:
@@ -14,13 +16,19 @@ def main() -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help=f"the SQLite file, created on first start (${ENV_VAR}, else {default_path()})",
+    )
     args = parser.parse_args()
     # INFO and the logger's name, so that the lines from "fastapi_abort" and "demo_app.*" show.
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # log_config=None: uvicorn's own lines go through the same root handler.
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_config=None)
+    uvicorn.run(create_app(args.db), host=args.host, port=args.port, log_config=None)
 
 
 if __name__ == "__main__":

@@ -1,34 +1,92 @@
-"""The demo app: the lottery, the slow pages, and an index that links them."""
+"""The demo app: every example in its own module, an index that links them, and the live panel."""
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
+from starlette.types import ASGIApp
 
-from demo_app import lottery, slow
+from demo_app import lottery, panel, report, slow, stream, sync_work
 from fastapi_abort import install
 
 INDEX = """<!doctype html>
 <title>fastapi-abort demo</title>
+<style>
+  body { font-family: sans-serif; max-width: 50em; margin: 2em auto; }
+  td, th { padding: 0.2em 0.8em; text-align: left; }
+  .cancelled { color: #b00; } .running { color: #777; }
+</style>
 <h1>fastapi-abort demo</h1>
-<p>Leave a page before it has loaded (close the tab, press Esc, or refresh), then look at the
-server's log.</p>
+<p>Leave a page before it has loaded (close the tab, press Esc, or refresh), and watch the panel
+below: the server stops the work, and says so.</p>
 <ul>
   <li><a href="/happy">The lottery</a>: five draws, 0.5 s apart; it stops when you leave.</li>
   <li><a href="/slow/naive">/slow/naive</a>: 10 s of work that goes on after you leave.</li>
   <li><a href="/slow">/slow</a>: 10 s of work that stops the moment you leave.</li>
+  <li><a href="/sync">/sync</a>: a <code>def</code> endpoint, ten blocking one-second steps.</li>
+  <li><a href="/report">/report</a>: the commission report, employee by employee, from SQLite.</li>
+  <li><a href="/report/pairs">/report/pairs</a>: one long SQL query that the token interrupts.
+  </li>
+  <li><a href="/stream">/stream</a>: a stream of draws (server-sent events).</li>
   <li><a href="/docs">/docs</a>: every route.</li>
 </ul>
+<h2>Last requests</h2>
+<table>
+  <thead><tr><th>#</th><th>Request</th><th>Outcome</th></tr></thead>
+  <tbody id="panel"></tbody>
+</table>
+<script>
+function describe(entry) {
+  if (entry.outcome === "running") return "running";
+  const after = ` after ${entry.elapsed.toFixed(2)} s`;
+  if (entry.outcome === "cancelled") return `cancelled (${entry.status})${after}`;
+  if (entry.outcome === "failed") return `failed${after}`;
+  return `completed (${entry.status})${after}`;
+}
+new EventSource("/panel/events").onmessage = (event) => {
+  const rows = JSON.parse(event.data).map((entry) => {
+    const row = document.createElement("tr");
+    row.className = entry.outcome;
+    row.dataset.path = entry.path;
+    for (const text of [entry.id, `${entry.method} ${entry.path}`, describe(entry)]) {
+      row.insertCell().textContent = text;
+    }
+    return row;
+  });
+  document.getElementById("panel").replaceChildren(...rows);
+};
+</script>
 """
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="fastapi-abort demo")
+def create_app(db_path: Path | None = None) -> ASGIApp:
+    """The demo, as an ASGI app. ``db_path``: the SQLite file, created on first start
+    (default: ``report.default_path()``)."""
+    path = db_path or report.default_path()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(report.create_database, path)
+        yield
+
+    app = FastAPI(title="fastapi-abort demo", lifespan=lifespan)
     install(app)
-    app.include_router(lottery.router)
+    app.state.db_path = path
+    app.state.panel = live = panel.Panel()
+    for module in (lottery, slow, sync_work, report, stream, panel):
+        app.include_router(module.router)
     app.include_router(lottery.shop_router)
-    app.include_router(slow.router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
         return INDEX
 
-    return app
+    # The panel marks a request cancelled when fastapi-abort logs its quiet line for it.
+    abort_logger = logging.getLogger("fastapi_abort")
+    if not any(isinstance(h, panel.CancelledRequests) for h in abort_logger.handlers):
+        abort_logger.addHandler(panel.CancelledRequests())
+    return panel.Recorder(app, live)

@@ -63,10 +63,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[Demo]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     port = free_port()
+    db = tmp_path_factory.mktemp("demo") / "demo.sqlite3"
     process = subprocess.Popen(
-        [sys.executable, "-m", "demo_app", "--port", str(port)],
+        [sys.executable, "-m", "demo_app", "--port", str(port), "--db", str(db)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -120,3 +121,45 @@ def test_the_slow_request_stops_when_its_client_leaves(demo: Demo) -> None:
     line = demo.wait_for_line(r"fastapi_abort: GET /slow: 499 Client Closed Request")
     elapsed = float(re.search(r"after (\d+\.\d+) s", line).group(1))  # type: ignore[union-attr]
     assert elapsed < 10
+
+
+def leave_after_request(demo: Demo, path: str) -> None:
+    """Send a request, then close the connection without reading the response."""
+    with socket.create_connection(("127.0.0.1", demo.port), timeout=10) as client:
+        client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+
+
+def test_the_sync_endpoint_stops_between_steps(demo: Demo) -> None:
+    with socket.create_connection(("127.0.0.1", demo.port), timeout=10) as client:
+        client.sendall(b"GET /sync HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        demo.wait_for_line(r"demo_app\.sync_work: step 1 of 10")
+    line = demo.wait_for_line(r"fastapi_abort: GET /sync: 499 Client Closed Request")
+    elapsed = float(re.search(r"after (\d+\.\d+) s", line).group(1))  # type: ignore[union-attr]
+    assert elapsed < 10
+
+
+def test_the_report_stops_when_its_client_leaves(demo: Demo) -> None:
+    leave_after_request(demo, "/report")
+    demo.wait_for_line(r"fastapi_abort: GET /report: 499 Client Closed Request")
+
+
+def test_the_long_query_is_interrupted(demo: Demo) -> None:
+    leave_after_request(demo, "/report/pairs")
+    demo.wait_for_line(r"demo_app\.report: query interrupted")
+    demo.wait_for_line(r"fastapi_abort: GET /report/pairs: 499 Client Closed Request")
+
+
+def test_the_stream_stops_generating_when_its_client_leaves(demo: Demo) -> None:
+    with httpx.stream("GET", f"{demo.url}/stream/draws", timeout=10) as response:
+        lines = response.iter_lines()
+        assert next(lines) == "event: draw"
+    line = demo.wait_for_line(r"demo_app\.stream: stream ended after (\d+) of 20 draws")
+    assert int(re.search(r"after (\d+) of", line).group(1)) < 20  # type: ignore[union-attr]
+    demo.wait_for_line(r"fastapi_abort: GET /stream/draws: 499 Client Closed Request")
+
+
+def test_the_panel_shows_how_requests_ended(demo: Demo) -> None:
+    httpx.get(f"{demo.url}/happy/shop/quick-pick", timeout=10)
+    with httpx.stream("GET", f"{demo.url}/panel/events", timeout=10) as response:
+        data = next(line for line in response.iter_lines() if line.startswith("data: "))
+    assert '"path": "/happy/shop/quick-pick", "outcome": "completed", "status": 200' in data
