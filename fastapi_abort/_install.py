@@ -29,6 +29,7 @@ def install(
     status_code: int = 499,
     log_level: int | str = logging.INFO,
     message: str = "Client Closed Request",
+    watcher_delay: float = 0.001,
 ) -> None:
     """Set up fastapi-abort on a FastAPI (or Starlette) app: the middleware and the handler.
 
@@ -40,9 +41,12 @@ def install(
     :param status_code: status of the response and log line for a request whose client left.
     :param log_level: level of that log line, an int or a name (``logging.INFO``).
     :param message: the words after the status code (``"Client Closed Request"``).
+    :param watcher_delay: how long a request that asked for its token runs before a watcher
+        starts listening for its disconnect (1 ms; see :class:`RequestAbortedMiddleware`).
     :raises RuntimeError: if the app has already started, or ``install`` was already called.
     """
-    Config.of(status_code, log_level, message)  # bad options fail here, not at first request
+    # Bad options fail here, not at the first request.
+    Config.of(status_code, log_level, message, watcher_delay)
     if app.middleware_stack is not None:
         raise RuntimeError(TOO_LATE)
     if OperationCancelled in app.exception_handlers:
@@ -51,7 +55,11 @@ def install(
 
     def build_middleware_stack() -> ASGIApp:
         return RequestAbortedMiddleware(
-            build(), status_code=status_code, log_level=log_level, message=message
+            build(),
+            status_code=status_code,
+            log_level=log_level,
+            message=message,
+            watcher_delay=watcher_delay,
         )
 
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]

@@ -42,6 +42,8 @@ class ScriptedServer:
         self._pushed = anyio.Event()
         self.sent: list[Message] = []
         self.receive_calls = 0
+        #: Set at the first call of receive().
+        self.read = anyio.Event()
         self.response_complete = anyio.Event()
 
     def push(self, message: Message) -> None:
@@ -57,6 +59,7 @@ class ScriptedServer:
 
     async def receive(self) -> Message:
         self.receive_calls += 1
+        self.read.set()
         while not self._queue:
             await self._pushed.wait()
         return self._queue.popleft()

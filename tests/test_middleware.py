@@ -45,6 +45,11 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return backend
 
 
+def watched(app: RawApp) -> RequestAbortedMiddleware:
+    """The middleware with a watcher that starts at once, so that its reads can be observed."""
+    return RequestAbortedMiddleware(app, watcher_delay=0)
+
+
 def token_of(scope: Scope) -> CancellationToken:
     state: RequestState = scope[SCOPE_KEY]
     return state.token()
@@ -105,7 +110,7 @@ async def test_every_reader_hears_the_disconnect_on_a_single_delivery_server() -
     server.push_body(b"")
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(RequestAbortedMiddleware(app), http_scope(), server.receive, server.send)
+            tg.start_soon(watched(app), http_scope(), server.receive, server.send)
             await wait_all_tasks_blocked()
             server.disconnect()
     assert sorted(heard) == ["first", "second", "token"]
@@ -131,7 +136,7 @@ async def test_body_is_delivered_once_in_order_with_one_message_read_ahead() -> 
         server.push_body(chunk, more_body=i < len(chunks) - 1)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(RequestAbortedMiddleware(app), http_scope(), server.receive, server.send)
+            tg.start_soon(watched(app), http_scope(), server.receive, server.send)
             await wait_all_tasks_blocked()
             # The watcher holds one message for the app and reads no further.
             assert server.receive_calls == 1
@@ -156,7 +161,7 @@ async def test_final_body_is_delivered_before_a_disconnect_the_watcher_saw() -> 
     server.disconnect()
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(RequestAbortedMiddleware(app), http_scope(), server.receive, server.send)
+            tg.start_soon(watched(app), http_scope(), server.receive, server.send)
             await wait_all_tasks_blocked()
             may_read.set()
     assert messages == [
@@ -182,7 +187,7 @@ async def test_expect_100_continue_is_not_read_before_the_app_reads() -> None:
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             scope = http_scope(method="POST", headers=headers)
-            tg.start_soon(RequestAbortedMiddleware(app), scope, server.receive, server.send)
+            tg.start_soon(watched(app), scope, server.receive, server.send)
             await wait_all_tasks_blocked()
             # A read now would make a real server send "100 Continue" on the app's behalf.
             assert server.receive_calls == 0
@@ -211,7 +216,7 @@ async def test_unread_body_hides_the_disconnect_until_the_response_starts() -> N
     server.disconnect()
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(RequestAbortedMiddleware(app), http_scope(), server.receive, server.send)
+            tg.start_soon(watched(app), http_scope(), server.receive, server.send)
             await wait_all_tasks_blocked()
             may_respond.set()
     assert observed == [False, True]
@@ -418,3 +423,39 @@ async def test_get_request_aborted_in_a_foreign_thread_says_what_to_do() -> None
     with anyio.fail_after(15):
         await RequestAbortedMiddleware(app)(http_scope(), server.receive, server.send)
     assert [str(e) for e in errors] == [FOREIGN_THREAD]
+
+
+# asyncio only: on trio the watcher starts at once, there is no timer to cancel.
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_request_that_ends_within_the_watcher_delay_never_starts_a_watcher() -> None:
+    tokens: list[CancellationToken] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        tokens.append(token_of(scope))
+        await wait_all_tasks_blocked()  # a watcher, had one started, would be reading now
+        await respond(send)
+
+    server = ScriptedServer()
+    server.push_body(b"")
+    middleware = RequestAbortedMiddleware(app, watcher_delay=60)
+    with anyio.fail_after(5):
+        await middleware(http_scope(), server.receive, server.send)
+    assert server.receive_calls == 0
+    assert not tokens[0].can_be_cancelled
+
+
+async def test_the_watcher_starts_after_its_delay_and_hears_the_disconnect() -> None:
+    server = ScriptedServer()
+    server.push_body(b"")
+    tokens: list[CancellationToken] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        tokens.append(token_of(scope))
+        await tokens[0].wait()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(RequestAbortedMiddleware(app), http_scope(), server.receive, server.send)
+            await server.read.wait()  # the watcher's first read, once its delay is up
+            server.disconnect()
+    assert tokens[0].reason is CancellationReason.CLIENT_DISCONNECTED
