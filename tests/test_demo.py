@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import socket
@@ -62,10 +63,11 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+@contextlib.contextmanager
+def running_demo(db: Path) -> Iterator[Demo]:
+    """``python -m demo_app`` on a free port, with its database at ``db``; stopped on exit, and
+    checked for warnings and errors in its log."""
     port = free_port()
-    db = tmp_path_factory.mktemp("demo") / "demo.sqlite3"
     process = subprocess.Popen(
         [sys.executable, "-m", "demo_app", "--port", str(port), "--db", str(db)],
         cwd=ROOT,
@@ -87,6 +89,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             server.seen.append(server.lines.get_nowait())
     errors = [line for line in server.seen if re.search(r"WARNING|ERROR|Traceback", line)]
     assert not errors
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    with running_demo(tmp_path_factory.mktemp("demo") / "demo.sqlite3") as server:
+        yield server
 
 
 def test_the_shop_front_links_to_the_draw_in_a_new_tab(demo: Demo) -> None:

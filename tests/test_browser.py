@@ -1,0 +1,167 @@
+"""The demo in a real browser: Debian's chromium, headless, driven by playwright, on loopback.
+
+Locally these tests skip when chromium or the playwright package is missing; under ``CI=true``
+they fail instead. Every wait is bounded: playwright's own timeouts, or a server log line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.test_demo import Demo, running_demo
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page
+
+pytestmark = pytest.mark.server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT = 15_000  # ms, for every playwright action and assertion
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}, and CI=true: browser tests must run in CI")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed (pip install playwright)")
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"no chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        # A fresh temporary profile per launch: playwright makes one for launch().
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    with running_demo(tmp_path_factory.mktemp("browser") / "demo.sqlite3") as server:
+        yield server
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT)
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def open_panel(context: BrowserContext, demo: Demo) -> Page:
+    """The index page, whose live panel shows the last requests."""
+    panel = context.new_page()
+    panel.goto(demo.url)
+    return panel
+
+
+def close_tab_opened_by(context: BrowserContext, opener: Page) -> None:
+    """Close the tab that a link on ``opener`` opened, as a person closes it: while it loads.
+
+    Playwright hands out the new tab's ``Page`` only once its response has started, too late
+    for a page that is still loading; the DevTools protocol can close it before that.
+    """
+    cdp = context.new_cdp_session(opener)
+    opener_id = cdp.send("Target.getTargetInfo")["targetInfo"]["targetId"]
+    tabs = [tab for tab in cdp.send("Target.getTargets")["targetInfos"] if tab["type"] == "page"]
+    (tab,) = (tab for tab in tabs if tab.get("openerId") == opener_id)
+    cdp.send("Target.closeTarget", {"targetId": tab["targetId"]})
+    cdp.detach()
+
+
+def elapsed(line: str) -> float:
+    match = re.search(r"after (\d+\.\d+) s", line)
+    assert match is not None, line
+    return float(match.group(1))
+
+
+def test_closing_the_draw_tab_stops_the_draw(context: BrowserContext, demo: Demo) -> None:
+    from playwright.sync_api import expect
+
+    panel = open_panel(context, demo)
+    shop = context.new_page()
+    shop.goto(f"{demo.url}/happy")
+    shop.click('a[href="/happy/draw"]')
+    expect(panel.locator('tr.running[data-path="/happy/draw"]')).to_have_count(1)
+    time.sleep(1)  # the scenario: the player gives up after about a second
+    close_tab_opened_by(context, shop)
+    demo.wait_for_line(r"demo_app\.lottery: request cancelled")
+    line = demo.wait_for_line(r"fastapi_abort: GET /happy/draw: 499 Client Closed Request")
+    assert elapsed(line) < 2.5  # stopped at a round boundary: no further rounds ran
+    row = panel.locator('tr[data-path="/happy/draw"]')
+    expect(row).to_have_count(1)
+    expect(row).to_have_class("cancelled")
+    expect(row).to_contain_text(re.compile(r"cancelled \(499\) after \d\.\d\d s"))
+
+
+def test_a_finished_draw_shows_the_lucky_number(context: BrowserContext, demo: Demo) -> None:
+    shop = context.new_page()
+    shop.goto(f"{demo.url}/happy")
+    # Listened for on the context: the tab's Page only exists once its response has started,
+    # which may be after the alert has shown.
+    with context.expect_event("dialog") as alert:
+        shop.click('a[href="/happy/draw-from-request"]')
+    dialog = alert.value
+    assert re.fullmatch(r"Your lucky number: \d{1,3}", dialog.message)
+    dialog.accept()
+
+
+def test_refreshing_while_slow_loads_stops_it(context: BrowserContext, demo: Demo) -> None:
+    from playwright.sync_api import expect
+
+    panel = open_panel(context, demo)
+    page = context.new_page()
+    page.goto(demo.url)
+    page.click('a[href="/slow"]', no_wait_after=True)
+    expect(panel.locator('tr.running[data-path="/slow"]')).to_have_count(1)
+    # Refresh while it loads (the browser drops the request for /slow and reloads the page it
+    # shows). Through DevTools: playwright's reload() would wait for /slow first.
+    cdp = context.new_cdp_session(page)
+    cdp.send("Page.reload")
+    cdp.detach()
+    line = demo.wait_for_line(r"fastapi_abort: GET /slow: 499 Client Closed Request")
+    assert elapsed(line) < 10
+    row = panel.locator('tr[data-path="/slow"]')
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(re.compile(r"cancelled \(499\) after \d\.\d\d s"))
+
+
+def test_closing_the_stream_stops_the_draws(context: BrowserContext, demo: Demo) -> None:
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    page.goto(f"{demo.url}/stream")
+    expect(page.locator("#draws li")).to_have_count(2)
+    page.close()
+    line = demo.wait_for_line(r"demo_app\.stream: stream ended after \d+ of 20 draws")
+    assert int(re.search(r"after (\d+) of", line).group(1)) < 20  # type: ignore[union-attr]
