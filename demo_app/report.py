@@ -124,6 +124,7 @@ def pairs(ct: RequestAborted, db: Connection) -> dict[str, int]:
         # interrupt() stops only a statement that is running, so check just before starting one
         # (a cancellation in the instant between the two goes unseen, and the query runs on).
         ct.throw_if_cancellation_requested()
+        logger.info("query started")
         try:
             rows = db.execute(PAIRS).fetchall()
         except sqlite3.OperationalError as exc:  # "interrupted"

@@ -152,7 +152,9 @@ def test_the_report_stops_when_its_client_leaves(demo: Demo) -> None:
 
 
 def test_the_long_query_is_interrupted(demo: Demo) -> None:
-    leave_after_request(demo, "/report/pairs")
+    with socket.create_connection(("127.0.0.1", demo.port), timeout=10) as client:
+        client.sendall(b"GET /report/pairs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        demo.wait_for_line(r"demo_app\.report: query started")
     demo.wait_for_line(r"demo_app\.report: query interrupted")
     demo.wait_for_line(r"fastapi_abort: GET /report/pairs: 499 Client Closed Request")
 
