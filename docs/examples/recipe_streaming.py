@@ -1,0 +1,33 @@
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+
+from fastapi_abort import RequestAborted, install
+
+logger = logging.getLogger("chat")
+
+app = FastAPI()
+install(app)
+
+
+async def generate(prompt: str) -> AsyncIterator[str]:
+    """Stands for a model that produces one token every 0.2 s."""
+    for word in prompt.split() * 50:
+        yield word
+
+
+@app.get("/chat")
+async def chat(prompt: str, ct: RequestAborted) -> StreamingResponse:
+    async def events() -> AsyncIterator[str]:
+        sent = 0
+        try:
+            async for token in generate(prompt):
+                yield f"data: {token}\n\n"
+                sent += 1
+                await ct.sleep(0.2)  # or: with ct.scope(): around the call for the next token
+        finally:
+            logger.info("sent %d tokens", sent)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
