@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ NOT_CANCELLABLE_SOURCE = (
     "Pass tokens (source.token), not sources."
 )
 BAD_DELAY = "cancel_after() needs a delay in seconds that is a finite number >= 0, got {delay!r}"
-BAD_SECONDS = "{what}() needs a number of seconds that is >= 0, got {seconds!r}"
+BAD_SECONDS = "{what}() needs a number of seconds that is >= 0 (inf: no limit), got {seconds!r}"
 
 # One lock for every token: each critical section is a few attribute writes, so sharing it costs
 # nothing measurable and saves a lock object per request.
@@ -256,8 +257,7 @@ class CancellationToken:
         :raises OperationCancelled: at once if the token is already cancelled, otherwise as soon
             as it is cancelled during the sleep.
         """
-        if seconds < 0:
-            raise ValueError(BAD_SECONDS.format(what="sleep", seconds=seconds))
+        _check_seconds("sleep", seconds)
         self.throw_if_cancellation_requested()
         with self.scope():
             await anyio.sleep(seconds)
@@ -304,8 +304,10 @@ class CancellationToken:
 
         :returns: whether the token is cancelled.
         """
-        if timeout is not None and timeout < 0:
-            raise ValueError(BAD_SECONDS.format(what="wait_blocking", seconds=timeout))
+        if timeout is not None:
+            _check_seconds("wait_blocking", timeout)
+            if timeout == math.inf:
+                timeout = None  # threading.Event.wait() cannot take an infinity
         if self.is_cancellation_requested:
             return True
         with _lock:
@@ -334,8 +336,7 @@ class CancellationToken:
         :raises OperationCancelled: at once if the token is already cancelled, otherwise as soon
             as it is cancelled during the sleep.
         """
-        if seconds < 0:
-            raise ValueError(BAD_SECONDS.format(what="sleep_blocking", seconds=seconds))
+        _check_seconds("sleep_blocking", seconds)
         if self.wait_blocking(seconds):
             raise OperationCancelled(self)
 
@@ -369,6 +370,12 @@ class CancellationToken:
             self._deadline = None
         if timer is not None:
             timer()
+
+
+def _check_seconds(what: str, seconds: float) -> None:
+    # `not >= 0` rather than `< 0`: nan must fail too.
+    if not seconds >= 0:
+        raise ValueError(BAD_SECONDS.format(what=what, seconds=seconds))
 
 
 def _run_callback(callback: Callable[[], object]) -> None:
