@@ -1,6 +1,7 @@
 """Tables (Markdown, for the terminal and the docs page) and plots from a results dict.
 
-``python -m benchmarks.report [results.json]`` prints the tables of a committed run again.
+``python -m benchmarks.report [results.json]`` prints the tables of a committed run again and
+redraws its plots next to it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 PLAIN, ABORT = "#9e9e9e", "#1e88e5"
+MODE_COLORS = {
+    "abort": ABORT,
+    "abort_early": "#90caf9",
+    "poll_10ms": "#fb8c00",
+    "poll_100ms": "#e53935",
+}
 
 
 def _met(ok: bool) -> str:
@@ -103,6 +110,17 @@ def scale_table(s: dict[str, Any]) -> list[str]:
     return _rows(head, rows)
 
 
+def header(results: dict[str, Any]) -> str:
+    """When, where and with what the run was made."""
+    m = results["machine"]
+    versions = ", ".join(f"{name} {v}" for name, v in m["versions"].items())
+    return (
+        f"{results['mode'].capitalize()} run of {results['date']}, {results['seconds']:.0f} s: "
+        f"{m['cores']} cores ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}; "
+        f"{versions}; uvicorn with httptools and uvloop, server on core 0, load on core 1."
+    )
+
+
 def table(results: dict[str, Any]) -> str:
     """All four tables, in Markdown; medians with (min to max) over the rounds."""
     parts = [
@@ -152,7 +170,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
         for mode in modes:
             ms = sorted(s * 1000 for s in lat[held][mode]["seconds"])
             ax.plot(ms, [(j + 1) / len(ms) for j in range(len(ms))], label=mode,
-                    color=ABORT if mode == "abort" else None)  # fmt: skip
+                    color=MODE_COLORS.get(mode))  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel("detection latency, ms (log)")
         ax.set_title(f"{held} other requests in flight")
@@ -208,7 +226,11 @@ def plot(results: dict[str, Any], out: Path) -> None:
 
 def main() -> None:
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/results.json")
-    print(table(json.loads(path.read_text())))
+    results = json.loads(path.read_text())
+    plot(results, path.parent)
+    print(header(results))
+    print()
+    print(table(results))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,13 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def has_core(core: int) -> bool:
+    return core < (os.cpu_count() or 1)
+
+
 def pin(core: int) -> None:
     """Pin this process to ``core``, if the machine has it."""
-    if core < (os.cpu_count() or 1):
+    if has_core(core):
         os.sched_setaffinity(0, {core})
 
 
