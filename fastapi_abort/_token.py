@@ -222,6 +222,8 @@ class CancellationToken:
         :returns: a registration; ``unregister()`` it (or use it as a context manager) once the
             callback is no longer wanted, so that it is not kept alive.
         """
+        if self._deadline is not None:
+            self.is_cancellation_requested  # noqa: B018 - a passed deadline cancels, now
         with _lock:
             callbacks = self._callbacks
             if callbacks is not None:
@@ -342,10 +344,12 @@ class CancellationToken:
 
     # -- used by the source --------------------------------------------------------------------
 
-    def _cancel(self, reason: object, origin: CancellationToken) -> None:
+    def _cancel(self, reason: object, origin: CancellationToken, ticket: object = None) -> None:
         with _lock:
             if self._reason is not _NOT_CANCELLED or self._closed:
                 return
+            if ticket is not None and ticket is not self._timer_ticket:
+                return  # a timer whose deadline was replaced: checked under the lock
             self._reason = reason
             self._origin = origin
             callbacks, self._callbacks = self._callbacks, None
@@ -479,8 +483,7 @@ class CancellationTokenSource:
         def fire() -> None:
             # Only the timer of the latest deadline may cancel: an earlier one that was replaced
             # (and raced its own cancellation) must not.
-            if token._timer_ticket is ticket:
-                token._cancel(CancellationReason.DEADLINE, token)
+            token._cancel(CancellationReason.DEADLINE, token, ticket)
 
         with _lock:
             if token._reason is not _NOT_CANCELLED or token._closed:

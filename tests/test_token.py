@@ -1425,3 +1425,17 @@ def test_blocking_wait_of_infinity_waits_until_cancelled(method: str) -> None:
         assert result is True
     else:
         assert isinstance(result, OperationCancelled), repr(result)
+
+
+def test_register_after_a_passed_deadline_runs_the_callback_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A timer that never fires: only the deadline itself can tell that the token is cancelled.
+    monkeypatch.setattr(_token, "_timer_thread", lambda delay, fire: lambda: None)
+    source = CancellationTokenSource()
+    source.cancel_after(0)
+    ran: list[str] = []
+    registration = source.token.register(lambda: ran.append("ran"))
+    assert ran == ["ran"]
+    assert not registration.unregister()
+    assert source.token.reason is CancellationReason.DEADLINE
