@@ -61,12 +61,47 @@ def call_later(delay: float, callback: Callable[[], object]) -> Callable[[], obj
 
 
 class Spawned:
-    """A background task started without a task group; ``cancel()`` stops it soon."""
+    """A background task started without a task group; ``cancel()`` stops it soon.
 
-    __slots__ = ("cancel",)
+    ``cancel()`` is idempotent and drops every reference the handle holds: the timer and the task
+    refer back to the request's state, and a cycle left behind would leave each request to the
+    cyclic garbage collector.
+    """
 
-    def __init__(self, cancel: Callable[[], object]) -> None:
-        self.cancel = cancel
+    __slots__ = ("_cancel",)
+
+    def __init__(self, cancel: Callable[[], object] | None = None) -> None:
+        self._cancel = cancel
+
+    def cancel(self) -> None:
+        cancel, self._cancel = self._cancel, None
+        if cancel is not None:
+            cancel()
+
+
+class _Delayed(Spawned):
+    """An asyncio task that is created only once ``delay`` has passed, if not cancelled first."""
+
+    __slots__ = ("_func", "_loop", "_name")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        delay: float,
+        func: Callable[[], Coroutine[Any, Any, None]],
+        name: str,
+    ) -> None:
+        self._loop, self._func, self._name = loop, func, name
+        super().__init__(loop.call_later(delay, self._start).cancel)
+
+    def _start(self) -> None:
+        func, self._func = self._func, None  # type: ignore[assignment]
+        if self._cancel is not None:
+            self._cancel = self._loop.create_task(func(), name=self._name).cancel
+
+    def cancel(self) -> None:
+        self._func = None  # type: ignore[assignment]
+        super().cancel()
 
 
 def spawn(func: Callable[[], Coroutine[Any, Any, None]], name: str, delay: float = 0.0) -> Spawned:
@@ -82,15 +117,9 @@ def spawn(func: Callable[[], Coroutine[Any, Any, None]], name: str, delay: float
     except RuntimeError:
         loop = None
     if loop is not None:
-        if delay <= 0:
-            return Spawned(loop.create_task(func(), name=name).cancel)
-        spawned = Spawned(lambda: None)
-
-        def start() -> None:
-            spawned.cancel = loop.create_task(func(), name=name).cancel
-
-        spawned.cancel = loop.call_later(delay, start).cancel
-        return spawned
+        if delay > 0:
+            return _Delayed(loop, delay, func, name)
+        return Spawned(loop.create_task(func(), name=name).cancel)
     trio = _trio()
     if trio is None:  # pragma: no cover - anyio runs only on asyncio and trio
         raise RuntimeError(NO_EVENT_LOOP.format(what="The request watcher"))

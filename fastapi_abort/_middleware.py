@@ -325,13 +325,6 @@ class RequestState:
     # -- the watcher ---------------------------------------------------------------------------
 
     def _start_watcher(self) -> None:
-        if not self._app_has_read:
-            # Reading before the app does would make the server answer "100 Continue" on the
-            # app's behalf: wait until the app reads or responds.
-            self._hold_for_continue = any(
-                name == b"expect" and value.lower() == b"100-continue"
-                for name, value in self._headers
-            )
         delay = self.config.watcher_delay
         self._watcher = spawn(self._watch, "fastapi_abort request watcher", delay)
 
@@ -345,6 +338,13 @@ class RequestState:
         return self._hold_for_continue and not (self._app_has_read or self.response_started)
 
     async def _watch(self) -> None:
+        if not self._app_has_read and not self.response_started:
+            # Reading before the app does would make the server answer "100 Continue" on the
+            # app's behalf: wait until the app reads or responds.
+            self._hold_for_continue = any(
+                name == b"expect" and value.lower() == b"100-continue"
+                for name, value in self._headers
+            )
         try:
             while not self.disconnected and not self.response_complete:
                 if self._must_wait():
