@@ -303,12 +303,15 @@ class RequestState:
             self._reading = False
             self._notify()
         if message["type"] == "http.disconnect":
-            self.disconnected = True
-            if not self.response_complete and not self.aborted:
-                self.aborted = True
-                if self.source is not None:
-                    self.source.cancel(CancellationReason.CLIENT_DISCONNECTED)
+            self._disconnected()
         return message
+
+    def _disconnected(self) -> None:
+        self.disconnected = True
+        if not self.response_complete and not self.aborted:
+            self.aborted = True
+            if self.source is not None:
+                self.source.cancel(CancellationReason.CLIENT_DISCONNECTED)
 
     def _notify(self) -> None:
         event = self._changed
@@ -350,8 +353,16 @@ class RequestState:
                 if self._must_wait():
                     await self._wait_changed()
                     continue
-                message = await self._read()
-                if message["type"] == "http.request" and self._pending is None:
+                # _read(), inlined: one coroutine frame less for every request being watched.
+                self._reading = True
+                try:
+                    message = await self._server_receive()
+                finally:
+                    self._reading = False
+                    self._notify()
+                if message["type"] == "http.disconnect":
+                    self._disconnected()
+                elif self._pending is None:
                     self._pending = message
                 # else: the response has started and the app did not take the last message:
                 # this one is discarded, as Starlette's StreamingResponse discards body it reads.
