@@ -155,7 +155,6 @@ class RequestState:
         "_server_receive",
         "_server_send",
         "_trailers",
-        "_waiters",
         "_watcher",
         "aborted",
         "config",
@@ -193,7 +192,6 @@ class RequestState:
         self._reading = False
         self._pending: Message | None = None
         self._changed: anyio.Event | None = None
-        self._waiters = 0
         self._watcher: Spawned | None = None
         self._app_has_read = False
         self._hold_for_continue = False
@@ -289,11 +287,7 @@ class RequestState:
                 return {"type": "http.disconnect"}
             if not self._reading:
                 return await self._read()
-            self._waiters += 1
-            try:
-                await self._wait_changed()
-            finally:
-                self._waiters -= 1
+            await self._wait_changed()
 
     async def _read(self) -> Message:
         self._reading = True
