@@ -23,7 +23,7 @@ NOT_CANCELLABLE_SOURCE = (
     "CancellationTokenSource() takes CancellationToken parents, got {type}. "
     "Pass tokens (source.token), not sources."
 )
-BAD_DELAY = "cancel_after() needs a delay in seconds that is a finite number >= 0, got {delay!r}"
+BAD_DELAY = "cancel_after() needs a delay in seconds >= 0 (math.inf removes the deadline), got {delay!r}"
 BAD_SECONDS = "{what}() needs a number of seconds that is >= 0 (inf: no limit), got {seconds!r}"
 
 # One lock for every token: each critical section is a few attribute writes, so sharing it costs
@@ -40,6 +40,9 @@ class CancellationReason(enum.Enum):
     DEADLINE = "deadline"
     #: ``CancellationTokenSource.cancel()`` was called without a reason.
     EXPLICIT = "explicit"
+    #: The server cancelled the request while it ran, as servers do when they shut down and
+    #: their graceful timeout runs out.
+    SHUTDOWN = "shutdown"
 
     def __str__(self) -> str:
         return self.value
@@ -471,13 +474,23 @@ class CancellationTokenSource:
     def cancel_after(self, delay: float) -> None:
         """Cancel the token with reason :attr:`CancellationReason.DEADLINE` in ``delay`` seconds.
 
-        Calling it again replaces the earlier deadline. The deadline is checked on every read of
-        the token's state as well, so a loop that never yields to the event loop still sees it.
-        The timer runs on the current asyncio loop if there is one, else in a timer thread.
+        Calling it again replaces the earlier deadline; ``math.inf`` removes it (like .NET's
+        ``CancelAfter(Timeout.Infinite)``). The deadline is checked on every read of the token's
+        state as well, so a loop that never yields to the event loop still sees it. The timer
+        runs on the current asyncio loop if there is one, else in a timer thread. Does nothing
+        once the token is cancelled or the source closed.
         """
-        if not isinstance(delay, int | float) or not (0 <= delay < float("inf")):
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
             raise ValueError(BAD_DELAY.format(delay=delay))
         token = self.token
+        if delay == math.inf:
+            with _lock:
+                old, token._timer = token._timer, None
+                token._deadline = None
+                token._timer_ticket = None
+            if old is not None:
+                old()
+            return
         ticket = object()
 
         def fire() -> None:

@@ -586,7 +586,7 @@ async def test_cancel_after_replaces_the_deadline_with_an_earlier_one() -> None:
         assert source.token.reason is DEADLINE
 
 
-@pytest.mark.parametrize("delay", [-1, -0.001, math.nan, math.inf, "1"], ids=repr)
+@pytest.mark.parametrize("delay", [-1, -0.001, math.nan, -math.inf, "1", True], ids=repr)
 def test_cancel_after_rejects_a_bad_delay(delay: object) -> None:
     message = re.escape(BAD_DELAY.format(delay=delay))
     with CancellationTokenSource() as source:
@@ -596,6 +596,28 @@ def test_cancel_after_rejects_a_bad_delay(delay: object) -> None:
         assert source.token.wait_blocking(0) is False
     with pytest.raises(ValueError, match=message):
         CancellationTokenSource(timeout=delay)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_cancel_after_infinity_removes_the_deadline() -> None:
+    with CancellationTokenSource(timeout=0.05) as source:
+        source.cancel_after(math.inf)
+        assert source.token._deadline is None
+        assert source.token._timer is None
+        # Well past the removed deadline: bounded, and the token must still be uncancelled.
+        with anyio.move_on_after(0.2) as waited:
+            await source.token.wait()
+        assert waited.cancelled_caught
+        assert source.token.is_cancellation_requested is False
+        source.cancel_after(0)
+        assert source.token.is_cancellation_requested is True
+        assert source.token.reason is DEADLINE
+
+
+def test_a_source_made_with_an_infinite_timeout_has_no_deadline() -> None:
+    with CancellationTokenSource(timeout=math.inf) as source:
+        assert source.token._deadline is None
+        assert source.token.wait_blocking(0) is False
 
 
 @pytest.mark.anyio
