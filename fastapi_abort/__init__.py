@@ -5,10 +5,13 @@ the server trips when the client disconnects.
 """
 
 from ._dependency import RequestAborted as RequestAborted
+from ._dependency import deadline as deadline
 from ._dependency import get_request_aborted as get_request_aborted
+from ._dependency import preemptive as preemptive
 from ._dependency import request_aborted as request_aborted
 from ._handler import operation_cancelled_handler as operation_cancelled_handler
 from ._install import install as install
+from ._middleware import AbortedRequest as AbortedRequest
 from ._middleware import RequestAbortedMiddleware as RequestAbortedMiddleware
 from ._token import CancellationReason as CancellationReason
 from ._token import CancellationToken as CancellationToken
@@ -19,6 +22,7 @@ from ._token import OperationCancelled as OperationCancelled
 __version__ = "0.1.0"
 
 __all__ = (
+    "AbortedRequest",
     "CancellationReason",
     "CancellationToken",
     "CancellationTokenRegistration",
@@ -26,8 +30,10 @@ __all__ = (
     "OperationCancelled",
     "RequestAborted",
     "RequestAbortedMiddleware",
+    "deadline",
     "get_request_aborted",
     "install",
     "operation_cancelled_handler",
+    "preemptive",
     "request_aborted",
 )

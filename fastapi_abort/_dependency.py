@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 import anyio.from_thread
 from fastapi import Depends
 from starlette.requests import HTTPConnection, Request
 
-from ._middleware import SCOPE_KEY, RequestState
+from ._middleware import SCOPE_KEY, RequestState, check_deadline
 from ._token import CancellationToken
 
 MIDDLEWARE_MISSING = (
@@ -47,11 +48,7 @@ def get_request_aborted(request: HTTPConnection) -> CancellationToken:
     :raises RuntimeError: if ``RequestAbortedMiddleware`` did not run for this request, or the
         connection is a WebSocket (not supported yet).
     """
-    state: RequestState | None = request.scope.get(SCOPE_KEY)
-    if state is None:
-        if request.scope["type"] != "http":
-            raise RuntimeError(NOT_HTTP.format(type=request.scope["type"]))
-        raise RuntimeError(MIDDLEWARE_MISSING)
+    state = _state(request)
     source = state.source
     if source is not None:
         return source.token
@@ -82,3 +79,63 @@ async def request_aborted(request: Request) -> CancellationToken:
 
 #: ``Annotated`` alias: ``async def endpoint(ct: RequestAborted): ...``
 RequestAborted = Annotated[CancellationToken, Depends(request_aborted)]
+
+
+def _state(request: HTTPConnection) -> RequestState:
+    state: RequestState | None = request.scope.get(SCOPE_KEY)
+    if state is None:
+        if request.scope["type"] != "http":
+            raise RuntimeError(NOT_HTTP.format(type=request.scope["type"]))
+        raise RuntimeError(MIDDLEWARE_MISSING)
+    return state
+
+
+def deadline(seconds: float | None) -> Callable[[Request], Awaitable[None]]:
+    """A dependency that gives a route its own deadline, replacing ``install(deadline=...)``.
+
+    ::
+
+        @app.get("/report", dependencies=[Depends(deadline(5))])
+        async def report(ct: RequestAborted): ...
+
+    The deadline counts from the start of the request (when the middleware saw it), not from
+    when the dependency runs. ``None`` removes the app-wide deadline for the route. When it
+    passes, the request's token is cancelled with reason :attr:`CancellationReason.DEADLINE`;
+    an :class:`OperationCancelled` that escapes before the response started becomes a 504
+    ``application/problem+json`` response, logged once at WARNING. Once the token is cancelled,
+    the deadline can no longer change.
+
+    :param seconds: a number of seconds > 0, or ``None``.
+    :raises ValueError: at once, for a bad ``seconds``.
+    """
+    checked = check_deadline(seconds)
+
+    async def request_deadline(request: Request) -> None:
+        _state(request).set_deadline(checked)
+
+    return request_deadline
+
+
+async def preemptive(request: Request) -> AsyncIterator[None]:
+    """A dependency that makes its routes preemptive: cancelled at their next ``await`` when
+    the request's token is cancelled (the client left, or the deadline passed).
+
+    ::
+
+        @app.get("/draw", dependencies=[Depends(preemptive)])    # one route
+        app = FastAPI(dependencies=[Depends(preemptive)])         # every route
+
+    Everything after this dependency runs inside :meth:`CancellationToken.scope`: the other
+    dependencies, the endpoint and, with FastAPI's default dependency scope, the response. The
+    ``await`` in progress is cancelled (``finally`` blocks and ``async with`` exits run, as for
+    any cancellation), and the request ends as :class:`OperationCancelled`: the quiet 499 or the
+    deadline's 504. Cleanup that must itself ``await`` after the cancellation needs a shield
+    (``with anyio.CancelScope(shield=True):``), as always with anyio and Trio.
+
+    A ``def`` endpoint or dependency runs in a worker thread, which cannot be interrupted: it
+    runs to its end (check the token in it), and the request ends then. Put ``preemptive`` first
+    in the route's dependencies: dependencies with ``yield`` that come before it clean up
+    outside the cancellation.
+    """
+    with get_request_aborted(request).scope():
+        yield

@@ -7,11 +7,13 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ._middleware import SCOPE_KEY, RequestState, _printable
+from ._middleware import SCOPE_KEY, RequestState, _printable, deadline_problem
 from ._token import CancellationReason, OperationCancelled
 
 logger = logging.getLogger("fastapi_abort")
 
+#: Logged at WARNING for a deadline of a token that is not the request's own (method, path, the
+#: exception).
 DEADLINE_LOG = "%s %s: 504 Gateway Timeout: %s"
 NOT_THE_REQUEST_LOG = (
     "%s %s: 500 Internal Server Error: OperationCancelled (%s) escaped the endpoint, and the "
@@ -26,7 +28,8 @@ async def operation_cancelled_handler(request: Request, exc: Exception) -> Respo
       it): an empty 499 response that nobody will read. Nothing is logged here:
       ``RequestAbortedMiddleware`` logs one quiet line for the request when the app has finished
       (``fastapi_abort`` logger, INFO, no traceback, by default).
-    - Cancelled by a deadline: the client is still there; it gets a 504, logged at WARNING.
+    - Cancelled by a deadline (the request's own, or any token's): the client is still there;
+      it gets a 504 with an RFC 9457 ``application/problem+json`` body, logged once at WARNING.
     - Anything else (a token of your own cancelled explicitly): a 500, logged at ERROR with the
       traceback, as for any other unhandled exception.
 
@@ -36,13 +39,23 @@ async def operation_cancelled_handler(request: Request, exc: Exception) -> Respo
     if not isinstance(exc, OperationCancelled):  # pragma: no cover - registered for it only
         raise exc
     state: RequestState | None = request.scope.get(SCOPE_KEY)
-    if state is not None and state.caused_by_client(exc):
+    ended_by = None if state is None else state.cancelled_by(exc)
+    if state is not None and ended_by is CancellationReason.CLIENT_DISCONNECTED:
         # The middleware logs the quiet line once the app has finished.
         return Response(status_code=state.config.status_code)
+    if state is not None and ended_by is CancellationReason.DEADLINE:
+        # The middleware logs it once the app has finished, and calls the hook.
+        state.deadline_response = True
+        return _problem(state.deadline)
     method = request.scope.get("method", "")
     path = _printable(request.scope.get("path", ""))
     if exc.reason is CancellationReason.DEADLINE:
         logger.warning(DEADLINE_LOG, method, path, exc)
-        return JSONResponse({"detail": "Gateway Timeout"}, status_code=504)
+        return _problem(None)
     logger.error(NOT_THE_REQUEST_LOG, method, path, exc.reason, exc_info=exc)
     return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+
+
+def _problem(deadline: float | None) -> Response:
+    body, _ = deadline_problem(deadline)
+    return Response(body, status_code=504, media_type="application/problem+json")

@@ -15,10 +15,13 @@ app is not reading it itself, holding at most one body message for the app.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,6 +49,10 @@ SCOPE_KEY = "fastapi_abort.request"
 #: The quiet line logged once per request whose client went away before the response was
 #: complete, when the app has finished (method, path, status code, message, elapsed seconds).
 ABORTED_LOG = "%s %s: %d %s after %.3f s"
+#: Logged at WARNING once per request that its deadline ended with a 504 (method, path,
+#: deadline, elapsed seconds).
+DEADLINE_LOG = "%s %s: 504 Gateway Timeout: its %.3f s deadline passed, after %.3f s"
+HOOK_FAILED = "The on_abort hook %r raised; the request was not affected"
 WATCHER_FAILED = "The request watcher stopped: the server's receive() raised"
 BAD_STATUS = "status_code must be an int from 100 to 999 (499 by default), got {value!r}"
 BAD_LEVEL = (
@@ -54,6 +61,47 @@ BAD_LEVEL = (
 )
 BAD_MESSAGE = "message must be a str such as 'Client Closed Request', got {value!r}"
 BAD_DELAY = "watcher_delay must be a number of seconds >= 0 (0.001 by default), got {value!r}"
+BAD_DEADLINE = (
+    "deadline must be a number of seconds > 0, or None for no deadline (the default), got {value!r}"
+)
+BAD_HOOK = "on_abort must be a callable taking one AbortedRequest, or None, got {value!r}"
+
+
+@dataclass(frozen=True)
+class AbortedRequest:
+    """What the ``on_abort`` hook receives, once per request that its token ended.
+
+    :ivar method: the HTTP method.
+    :ivar path: the path, without the query string (which may hold secrets), with control
+        characters escaped.
+    :ivar status_code: the status the request ended with: 499 (or the configured status) when
+        the client left, 504 when the deadline passed.
+    :ivar elapsed: seconds from the request's start to the end of the app's work: the seconds of
+        work the request was cut short at.
+    :ivar reason: :attr:`CancellationReason.CLIENT_DISCONNECTED` or
+        :attr:`CancellationReason.DEADLINE`.
+    """
+
+    __slots__ = ("elapsed", "method", "path", "reason", "status_code")
+
+    method: str
+    path: str
+    status_code: int
+    elapsed: float
+    reason: CancellationReason
+
+
+def check_deadline(deadline: float | None) -> float | None:
+    """Validate a deadline in seconds (``None``: no deadline)."""
+    if deadline is None:
+        return None
+    if (
+        isinstance(deadline, bool)
+        or not isinstance(deadline, int | float)
+        or not 0 < deadline < math.inf
+    ):
+        raise ValueError(BAD_DEADLINE.format(value=deadline))
+    return float(deadline)
 
 
 @dataclass(frozen=True)
@@ -64,10 +112,18 @@ class Config:
     log_level: int = logging.INFO
     message: str = "Client Closed Request"
     watcher_delay: float = 0.001
+    deadline: float | None = None
+    on_abort: Callable[[AbortedRequest], object] | None = None
 
     @classmethod
     def of(
-        cls, status_code: int, log_level: int | str, message: str, watcher_delay: float = 0.001
+        cls,
+        status_code: int,
+        log_level: int | str,
+        message: str,
+        watcher_delay: float = 0.001,
+        deadline: float | None = None,
+        on_abort: Callable[[AbortedRequest], object] | None = None,
     ) -> Config:
         if isinstance(status_code, bool) or not isinstance(status_code, int):
             raise TypeError(BAD_STATUS.format(value=status_code))
@@ -84,7 +140,11 @@ class Config:
             or not 0 <= watcher_delay < float("inf")
         ):
             raise ValueError(BAD_DELAY.format(value=watcher_delay))
-        return cls(status_code, level, message, float(watcher_delay))
+        if on_abort is not None and not callable(on_abort):
+            raise TypeError(BAD_HOOK.format(value=on_abort))
+        return cls(
+            status_code, level, message, float(watcher_delay), check_deadline(deadline), on_abort
+        )
 
 
 class RequestAbortedMiddleware:
@@ -101,6 +161,14 @@ class RequestAbortedMiddleware:
     :param watcher_delay: seconds between a request first asking for its token and the watcher
         starting to listen for a disconnect (1 ms by default, asyncio only). A request that ends
         sooner never pays for a watcher; a disconnect in that time is noticed when it starts.
+    :param deadline: seconds from the start of each request after which its token is cancelled
+        with reason :attr:`CancellationReason.DEADLINE` (``None``, the default: no deadline). A
+        request whose app then lets the resulting :class:`OperationCancelled` escape before its
+        response started gets a 504 ``application/problem+json`` response, logged once at
+        WARNING. Routes can change it with the :func:`deadline` dependency.
+    :param on_abort: called once per request that its token ended (the client left, or the
+        deadline passed), after the app has finished, with an :class:`AbortedRequest`. It runs
+        on the event loop: keep it quick (count, record). What it raises is logged and ignored.
     """
 
     def __init__(
@@ -111,9 +179,11 @@ class RequestAbortedMiddleware:
         log_level: int | str = logging.INFO,
         message: str = "Client Closed Request",
         watcher_delay: float = 0.001,
+        deadline: float | None = None,
+        on_abort: Callable[[AbortedRequest], object] | None = None,
     ) -> None:
         self.app = app
-        self.config = Config.of(status_code, log_level, message, watcher_delay)
+        self.config = Config.of(status_code, log_level, message, watcher_delay, deadline, on_abort)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or SCOPE_KEY in scope:
@@ -124,12 +194,24 @@ class RequestAbortedMiddleware:
         try:
             await self.app(scope, state.receive, state.send)
         except Exception as exc:
-            if not state.is_client_abort(exc):
+            ended_by = state.ended_by(exc)
+            if ended_by is CancellationReason.CLIENT_DISCONNECTED:
+                # The client left and the app let the resulting OperationCancelled escape (from
+                # a streaming body, or with no exception handler installed): the quiet ending.
+                if not state.response_started:
+                    await state.send_abort_response()
+            elif ended_by is CancellationReason.DEADLINE and not state.response_started:
+                await state.send_deadline_response()
+            else:
+                # A deadline after the response started cannot become a 504: the response is
+                # cut short, and the server must see an error so that the client does too.
                 raise
-            # The client left and the app let the resulting OperationCancelled escape (from a
-            # streaming body, or with no exception handler installed): the quiet ending.
-            if not state.response_started:
-                await state.send_abort_response()
+        except BaseException as exc:
+            # The server cancelled the request (at shutdown, once its graceful timeout ran out):
+            # work bound to the token (callbacks, linked tokens) stops too. Always re-raised.
+            if state.source is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
+                state.source.cancel(CancellationReason.SHUTDOWN)
+            raise
         finally:
             state.finish()
             # The state holds the server's receive, which holds the server's request object,
@@ -140,6 +222,8 @@ class RequestAbortedMiddleware:
             # Once per request whose client left, however the app ended: by OperationCancelled,
             # by returning, or by Starlette cancelling a streaming body.
             state.log_abort()
+        elif state.deadline_response:
+            state.log_deadline()
 
 
 class RequestState:
@@ -158,6 +242,8 @@ class RequestState:
         "_watcher",
         "aborted",
         "config",
+        "deadline",
+        "deadline_response",
         "disconnected",
         "finished",
         "loop_thread",
@@ -187,6 +273,10 @@ class RequestState:
         #: ... and it did so before the response was complete: the client left.
         self.aborted = False
         self.finished = False
+        #: Seconds from ``started_at`` to the request's deadline, or None.
+        self.deadline = config.deadline
+        #: The request ended with a 504 for its deadline (sent here or by the exception handler).
+        self.deadline_response = False
         self._trailers = False
         # Reading the server's receive: one reader at a time, the app or the watcher.
         self._reading = False
@@ -208,41 +298,73 @@ class RequestState:
             elif self.response_complete or self.finished:
                 source.close()
             else:
+                if self.deadline is not None:
+                    source.cancel_after(self._remaining())
                 self._start_watcher()
         return source.token
+
+    def _remaining(self) -> float:
+        deadline = self.deadline
+        if deadline is None:
+            return math.inf
+        return max(0.0, self.started_at + deadline - time.perf_counter())
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Replace the request's deadline: ``seconds`` from the request's start, or none.
+
+        Call on the event loop thread. Takes effect at once if the token exists already.
+        """
+        deadline = check_deadline(seconds)
+        source = self.source
+        if source is not None and source.token.is_cancellation_requested:
+            return  # too late to change: keep the deadline that the token went by
+        self.deadline = deadline
+        if source is not None:
+            source.cancel_after(self._remaining())
 
     def caused_by_client(self, exc: OperationCancelled) -> bool:
         """Whether ``exc`` comes from this request's token (directly or through a link) having
         been cancelled because the client left."""
-        source = self.source
-        return (
-            source is not None
-            and exc.reason is CancellationReason.CLIENT_DISCONNECTED
-            and exc.token._origin is source.token
-        )
+        return self.cancelled_by(exc) is CancellationReason.CLIENT_DISCONNECTED
 
-    def is_client_abort(self, exc: BaseException) -> bool:
+    def cancelled_by(self, exc: OperationCancelled) -> CancellationReason | None:
+        """The reason (client left, or deadline) if ``exc`` comes from this request's token,
+        directly or through a link; else None."""
+        source = self.source
+        reason = exc.reason
+        if (
+            source is None
+            or exc.token._origin is not source.token
+            or (
+                reason is not CancellationReason.CLIENT_DISCONNECTED
+                and reason is not CancellationReason.DEADLINE
+            )
+        ):
+            return None
+        return reason
+
+    def ended_by(self, exc: BaseException) -> CancellationReason | None:
+        """Why the app ended with ``exc``, if it is this request's own cancellation."""
         if isinstance(exc, OperationCancelled):
-            return self.caused_by_client(exc)
+            return self.cancelled_by(exc)
         if isinstance(exc, BaseExceptionGroup):
-            return all(self.is_client_abort(inner) for inner in exc.exceptions)
+            reasons = {self.ended_by(inner) for inner in exc.exceptions}
+            return reasons.pop() if len(reasons) == 1 else None
         # Starlette's exception-handler wrapper turns a handled exception raised after the
         # response started into RuntimeError("Caught handled exception, but response already
         # started.") from the original.
         cause = exc.__cause__
-        return (
-            isinstance(exc, RuntimeError)
-            and self.response_started
-            and cause is not None
-            and self.is_client_abort(cause)
-        )
+        if isinstance(exc, RuntimeError) and self.response_started and cause is not None:
+            return self.ended_by(cause)
+        return None
 
     def log_abort(self) -> None:
-        """Log the quiet line."""
+        """Log the quiet line, and call the hook."""
         config = self.config
         elapsed = time.perf_counter() - self.started_at
         method = self.method
         path = _printable(self.path)
+        reason = CancellationReason.CLIENT_DISCONNECTED
         logger.log(
             config.log_level,
             ABORTED_LOG,
@@ -256,9 +378,49 @@ class RequestState:
                 "http_path": path,
                 "status_code": config.status_code,
                 "elapsed": elapsed,
-                "reason": str(CancellationReason.CLIENT_DISCONNECTED),
+                "reason": str(reason),
             },
         )
+        self._call_hook(method, path, config.status_code, elapsed, reason)
+
+    def log_deadline(self) -> None:
+        """Log the 504 line, and call the hook."""
+        elapsed = time.perf_counter() - self.started_at
+        method = self.method
+        path = _printable(self.path)
+        reason = CancellationReason.DEADLINE
+        logger.warning(
+            DEADLINE_LOG,
+            method,
+            path,
+            self.deadline,
+            elapsed,
+            extra={
+                "http_method": method,
+                "http_path": path,
+                "status_code": 504,
+                "elapsed": elapsed,
+                "reason": str(reason),
+            },
+        )
+        self._call_hook(method, path, 504, elapsed, reason)
+
+    def _call_hook(
+        self, method: str, path: str, status: int, elapsed: float, reason: CancellationReason
+    ) -> None:
+        hook = self.config.on_abort
+        if hook is None:
+            return
+        try:
+            hook(AbortedRequest(method, path, status, elapsed, reason))
+        except Exception:
+            logger.exception(HOOK_FAILED, hook)
+
+    async def send_deadline_response(self) -> None:
+        self.deadline_response = True
+        body, headers = deadline_problem(self.deadline)
+        await self.send({"type": "http.response.start", "status": 504, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def send_abort_response(self) -> None:
         # Nobody reads it, but the server's access log then shows the status.
@@ -407,6 +569,25 @@ class RequestState:
         self._stop_watcher()
         if self.source is not None:
             self.source.close()
+
+
+def deadline_problem(deadline: float | None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The RFC 9457 problem details of a 504 for a passed deadline: body and headers."""
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Gateway Timeout",
+            "status": 504,
+            "detail": "The request did not complete within its deadline."
+            if deadline is None
+            else f"The request did not complete within its {deadline:g} s deadline.",
+        }
+    ).encode()
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    return body, headers
 
 
 def _printable(text: str) -> str:

@@ -142,7 +142,13 @@ async def test_a_deadline_reaches_the_client_as_504_logged_at_warning(
     async with client(app) as http:
         response = await http.get("/report")
     assert response.status_code == 504
-    assert response.json() == {"detail": "Gateway Timeout"}
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Gateway Timeout",
+        "status": 504,
+        "detail": "The request did not complete within its deadline.",
+    }
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
     assert record.getMessage() == (
