@@ -8,7 +8,7 @@ from typing import Annotated
 
 import anyio.from_thread
 from fastapi import Depends
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import HTTPConnection
 
 from ._middleware import SCOPE_KEY, RequestState, check_deadline
 from ._token import CancellationToken
@@ -18,10 +18,6 @@ MIDDLEWARE_MISSING = (
     "request. Call fastapi_abort.install(app) once, right after creating the app (or add it by "
     "hand: app.add_middleware(RequestAbortedMiddleware)). If the app is mounted inside another "
     "one, install it on the outermost app."
-)
-NOT_HTTP = (
-    "The request-aborted token exists for HTTP requests only, and this is a {type} connection. "
-    "For a WebSocket, the disconnect arrives as WebSocketDisconnect from receive()."
 )
 FOREIGN_THREAD = (
     "get_request_aborted() was called for the first time in a thread that is not one of anyio's "
@@ -45,8 +41,10 @@ def get_request_aborted(request: HTTPConnection) -> CancellationToken:
     Callable on the event loop and in anyio worker threads (where FastAPI runs ``def`` endpoints
     and dependencies).
 
-    :raises RuntimeError: if ``RequestAbortedMiddleware`` did not run for this request, or the
-        connection is a WebSocket (not supported yet).
+    On a WebSocket connection, the token is cancelled when the peer disconnects before the app
+    closed the connection.
+
+    :raises RuntimeError: if ``RequestAbortedMiddleware`` did not run for this request.
     """
     state = _state(request)
     source = state.source
@@ -62,7 +60,7 @@ def get_request_aborted(request: HTTPConnection) -> CancellationToken:
         raise RuntimeError(FOREIGN_THREAD) from exc
 
 
-async def request_aborted(request: Request) -> CancellationToken:
+async def request_aborted(request: HTTPConnection) -> CancellationToken:
     """FastAPI dependency: the request's :class:`CancellationToken`.
 
     ::
@@ -70,9 +68,10 @@ async def request_aborted(request: Request) -> CancellationToken:
         @app.get("/report")
         async def report(ct: CancellationToken = Depends(request_aborted)): ...
 
-    It takes only the ``Request``, so it adds nothing to the OpenAPI schema, and it returns the
-    same token as :func:`get_request_aborted` and every other ``Depends(request_aborted)`` of the
-    request, ``use_cache=False`` included. See :func:`get_request_aborted`.
+    It takes only the connection (a ``Request`` or a ``WebSocket``), so it adds nothing to the
+    OpenAPI schema, and it returns the same token as :func:`get_request_aborted` and every
+    other ``Depends(request_aborted)`` of the request, ``use_cache=False`` included. See
+    :func:`get_request_aborted`.
     """
     return get_request_aborted(request)
 
@@ -84,13 +83,11 @@ RequestAborted = Annotated[CancellationToken, Depends(request_aborted)]
 def _state(request: HTTPConnection) -> RequestState:
     state: RequestState | None = request.scope.get(SCOPE_KEY)
     if state is None:
-        if request.scope["type"] != "http":
-            raise RuntimeError(NOT_HTTP.format(type=request.scope["type"]))
         raise RuntimeError(MIDDLEWARE_MISSING)
     return state
 
 
-def deadline(seconds: float | None) -> Callable[[Request], Awaitable[None]]:
+def deadline(seconds: float | None) -> Callable[[HTTPConnection], Awaitable[None]]:
     """A dependency that gives a route its own deadline, replacing ``install(deadline=...)``.
 
     ::
@@ -110,13 +107,13 @@ def deadline(seconds: float | None) -> Callable[[Request], Awaitable[None]]:
     """
     checked = check_deadline(seconds)
 
-    async def request_deadline(request: Request) -> None:
+    async def request_deadline(request: HTTPConnection) -> None:
         _state(request).set_deadline(checked)
 
     return request_deadline
 
 
-async def preemptive(request: Request) -> AsyncIterator[None]:
+async def preemptive(request: HTTPConnection) -> AsyncIterator[None]:
     """A dependency that makes its routes preemptive: cancelled at their next ``await`` when
     the request's token is cancelled (the client left, or the deadline passed).
 

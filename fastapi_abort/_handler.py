@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from ._middleware import SCOPE_KEY, RequestState, _printable, deadline_problem
 from ._token import CancellationReason, OperationCancelled
@@ -21,7 +23,14 @@ NOT_THE_REQUEST_LOG = (
 )
 
 
-async def operation_cancelled_handler(request: Request, exc: Exception) -> Response:
+class _Nothing(Response):
+    """What the handler answers on a WebSocket: it has already done what there is to do."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pass
+
+
+async def operation_cancelled_handler(request: HTTPConnection, exc: Exception) -> Response:
     """Exception handler for :class:`OperationCancelled`, for ``app.add_exception_handler``.
 
     - Cancelled because this request's client left (the request's token, or a token linked to
@@ -35,25 +44,37 @@ async def operation_cancelled_handler(request: Request, exc: Exception) -> Respo
 
     The status code, level and words of the first case come from ``install()`` or the
     middleware's options.
+
+    On a WebSocket: nothing is sent when the peer left; otherwise the connection is closed with
+    code 1011, and logged as above.
     """
     if not isinstance(exc, OperationCancelled):  # pragma: no cover - registered for it only
         raise exc
     state: RequestState | None = request.scope.get(SCOPE_KEY)
     ended_by = None if state is None else state.cancelled_by(exc)
+    websocket = request if isinstance(request, WebSocket) else None
     if state is not None and ended_by is CancellationReason.CLIENT_DISCONNECTED:
         # The middleware logs the quiet line once the app has finished.
-        return Response(status_code=state.config.status_code)
+        return _Nothing() if websocket else Response(status_code=state.config.status_code)
     if state is not None and ended_by is CancellationReason.DEADLINE:
         # The middleware logs it once the app has finished, and calls the hook.
+        if websocket:
+            await state.send_deadline_response()
+            return _Nothing()
         state.deadline_response = True
         return _problem(state.deadline)
-    method = request.scope.get("method", "")
+    method = request.scope.get("method", "WEBSOCKET")
     path = _printable(request.scope.get("path", ""))
     if exc.reason is CancellationReason.DEADLINE:
         logger.warning(DEADLINE_LOG, method, path, exc)
-        return _problem(None)
-    logger.error(NOT_THE_REQUEST_LOG, method, path, exc.reason, exc_info=exc)
-    return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+        response: Response = _problem(None)
+    else:
+        logger.error(NOT_THE_REQUEST_LOG, method, path, exc.reason, exc_info=exc)
+        response = JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+    if websocket:
+        await websocket.close(1011)
+        return _Nothing()
+    return response
 
 
 def _problem(deadline: float | None) -> Response:

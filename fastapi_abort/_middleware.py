@@ -186,10 +186,18 @@ class RequestAbortedMiddleware:
         self.config = Config.of(status_code, log_level, message, watcher_delay, deadline, on_abort)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or SCOPE_KEY in scope:
+        kind = scope["type"]
+        if SCOPE_KEY in scope:
+            state: RequestState | None = None
+        elif kind == "http":
+            state = RequestState(self.config, scope, receive, send)
+        elif kind == "websocket":
+            state = WebSocketState(self.config, scope, receive, send)
+        else:
+            state = None
+        if state is None:
             await self.app(scope, receive, send)
             return
-        state = RequestState(self.config, scope, receive, send)
         scope[SCOPE_KEY] = state
         try:
             await self.app(scope, state.receive, state.send)
@@ -229,9 +237,13 @@ class RequestAbortedMiddleware:
 class RequestState:
     """Everything the middleware knows about one request. Lives in ``scope[SCOPE_KEY]``."""
 
+    #: The message by which the server says that the connection is gone.
+    DISCONNECT = "http.disconnect"
+
     __slots__ = (
         "_app_has_read",
         "_changed",
+        "_gone",
         "_headers",
         "_hold_for_continue",
         "_pending",
@@ -281,6 +293,8 @@ class RequestState:
         # Reading the server's receive: one reader at a time, the app or the watcher.
         self._reading = False
         self._pending: Message | None = None
+        #: The server's disconnect message, given to every later call of the app's receive.
+        self._gone: Message | None = None
         self._changed: anyio.Event | None = None
         self._watcher: Spawned | None = None
         self._app_has_read = False
@@ -445,8 +459,9 @@ class RequestState:
                 self._pending = None
                 self._notify()
                 return pending
-            if self.disconnected:
-                return {"type": "http.disconnect"}
+            gone = self._gone
+            if gone is not None:
+                return dict(gone)
             if not self._reading:
                 return await self._read()
             await self._wait_changed()
@@ -458,11 +473,12 @@ class RequestState:
         finally:
             self._reading = False
             self._notify()
-        if message["type"] == "http.disconnect":
-            self._disconnected()
+        if message["type"] == self.DISCONNECT:
+            self._disconnected(message)
         return message
 
-    def _disconnected(self) -> None:
+    def _disconnected(self, message: Message) -> None:
+        self._gone = message
         self.disconnected = True
         if not self.response_complete and not self.aborted:
             self.aborted = True
@@ -516,8 +532,8 @@ class RequestState:
                 finally:
                     self._reading = False
                     self._notify()
-                if message["type"] == "http.disconnect":
-                    self._disconnected()
+                if message["type"] == self.DISCONNECT:
+                    self._disconnected(message)
                 elif self._pending is None:
                     self._pending = message
                 # else: the response has started and the app did not take the last message:
@@ -593,3 +609,61 @@ def deadline_problem(deadline: float | None) -> tuple[bytes, list[tuple[bytes, b
 def _printable(text: str) -> str:
     # A path is percent-decoded: keep control characters out of the log line.
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+class WebSocketState(RequestState):
+    """What the middleware knows about one WebSocket connection.
+
+    The token trips when the peer disconnects before the app closed the connection (or sent a
+    denial response). The watcher holds at most one incoming message for the app, and reads
+    on only once the app took it: while the app does not read, a disconnect behind a held
+    message is seen once it does (or when the server makes ``send`` fail). No app-wide
+    deadline and no log line: a peer that leaves a WebSocket is its normal ending.
+    """
+
+    __slots__ = ()
+
+    DISCONNECT = "websocket.disconnect"
+
+    def __init__(self, config: Config, scope: Scope, receive: Receive, send: Send) -> None:
+        super().__init__(config, scope, receive, send)
+        self.deadline = None
+
+    def _must_wait(self) -> bool:
+        return self._reading or self._pending is not None
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.close" or (
+            kind == "websocket.http.response.body" and not message.get("more_body", False)
+        ):
+            self._complete()
+        elif kind == "websocket.accept" or kind == "websocket.http.response.start":
+            self.response_started = True
+        try:
+            await self._server_send(message)
+        except OSError:
+            # Servers of ASGI spec 2.4 raise from send() once the peer is gone (uvicorn:
+            # ClientDisconnected): the same news as websocket.disconnect.
+            if not self.disconnected:
+                self._disconnected({"type": self.DISCONNECT, "code": 1006})
+            raise
+
+    async def send_abort_response(self) -> None:
+        pass  # the connection is gone: nothing to answer
+
+    async def send_deadline_response(self) -> None:
+        self.deadline_response = True
+        await self.send({"type": "websocket.close", "code": 1011, "reason": "deadline"})
+
+    def log_abort(self) -> None:
+        pass  # see the class docstring
+
+    def log_deadline(self) -> None:
+        logger.warning(
+            DEADLINE_LOG,
+            "WEBSOCKET",
+            _printable(self.path),
+            self.deadline,
+            time.perf_counter() - self.started_at,
+        )

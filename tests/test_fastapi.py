@@ -249,14 +249,3 @@ def test_bad_options_fail_at_install_with_a_clear_message(
         install(app, **options)
     assert str(caught.value) == message
     assert OperationCancelled not in app.exception_handlers
-
-
-def test_a_websocket_connection_is_told_it_has_no_token() -> None:
-    from starlette.requests import HTTPConnection
-
-    from fastapi_abort._dependency import NOT_HTTP
-
-    connection = HTTPConnection({"type": "websocket", "path": "/ws", "headers": []})
-    with pytest.raises(RuntimeError) as caught:
-        get_request_aborted(connection)
-    assert str(caught.value) == NOT_HTTP.format(type="websocket")

@@ -366,8 +366,10 @@ async def test_status_level_and_message_are_configurable(caplog: pytest.LogCaptu
     assert server.status() == 444
 
 
-@pytest.mark.parametrize("scope_type", ["lifespan", "websocket"])
-async def test_non_http_scopes_pass_through_untouched(scope_type: str) -> None:
+@pytest.mark.parametrize("scope_type", ["lifespan", "webtransport"])
+async def test_scopes_other_than_http_and_websocket_pass_through_untouched(
+    scope_type: str,
+) -> None:
     seen: list[tuple[Receive, Send, bool]] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,0 +1,275 @@
+"""The token of a WebSocket connection: it trips when the peer leaves before the app closed.
+
+In process, with a scripted server that hands each message to exactly one caller, on both
+backends. Against real servers: test_features_servers.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import pytest
+from fastapi import Depends, FastAPI, WebSocket
+from starlette.types import Message, Receive, Scope, Send
+
+from fastapi_abort import (
+    CancellationReason,
+    CancellationToken,
+    OperationCancelled,
+    RequestAborted,
+    RequestAbortedMiddleware,
+    deadline,
+    install,
+)
+from fastapi_abort._middleware import SCOPE_KEY, RequestState
+from tests.scripted import ScriptedServer
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 10
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.param
+    return backend
+
+
+def ws_scope(path: str = "/ws") -> Scope:
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+        "subprotocols": [],
+    }
+
+
+class WebSocketServer(ScriptedServer):
+    """The scripted server, speaking WebSocket: the peer connects, sends, leaves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.push({"type": "websocket.connect"})
+
+    def text(self, text: str) -> None:
+        self.push({"type": "websocket.receive", "text": text})
+
+    def leave(self, code: int = 1001) -> None:
+        self.push({"type": "websocket.disconnect", "code": code})
+
+
+def token_of(scope: Scope) -> CancellationToken:
+    state: RequestState = scope[SCOPE_KEY]
+    return state.token()
+
+
+async def serve(app: Any, server: ScriptedServer, path: str = "/ws") -> None:
+    with anyio.fail_after(WAIT):
+        await RequestAbortedMiddleware(app, watcher_delay=0)(
+            ws_scope(path), server.receive, server.send
+        )
+
+
+async def test_the_token_trips_when_the_peer_leaves_while_the_app_is_busy() -> None:
+    server = WebSocketServer()
+    reasons: list[object] = []
+    busy = anyio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        token = token_of(scope)
+        busy.set()
+        await token.wait()  # pushing data, say: not reading
+        reasons.append(token.reason)
+        # The app still gets the disconnect, with its code, from its own receive.
+        assert await receive() == {"type": "websocket.disconnect", "code": 1001}
+        assert await receive() == {"type": "websocket.disconnect", "code": 1001}
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve, app, server)
+        with anyio.fail_after(WAIT):
+            await busy.wait()
+        server.leave()
+    assert reasons == [CancellationReason.CLIENT_DISCONNECTED]
+
+
+async def test_messages_reach_the_app_once_and_in_order_while_it_is_watched() -> None:
+    server = WebSocketServer()
+    received: list[Message] = []
+    got_token = anyio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        token = token_of(scope)
+        got_token.set()
+        await anyio.wait_all_tasks_blocked()
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] == "websocket.disconnect":
+                break
+        assert token.reason is CancellationReason.CLIENT_DISCONNECTED
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve, app, server)
+        with anyio.fail_after(WAIT):
+            await got_token.wait()
+        for text in ("one", "two", "three"):
+            server.text(text)
+        server.leave(1000)
+    assert [m.get("text") for m in received] == ["one", "two", "three", None]
+    assert received[-1] == {"type": "websocket.disconnect", "code": 1000}
+
+
+async def test_the_watcher_holds_one_message_and_reads_no_further() -> None:
+    server = WebSocketServer()
+    done = anyio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        token_of(scope)
+        await done.wait()
+        assert (await receive())["text"] == "one"
+        assert (await receive())["text"] == "two"
+        await send({"type": "websocket.close", "code": 1000})
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve, app, server)
+        server.text("one")
+        server.text("two")
+        with anyio.fail_after(WAIT):
+            await anyio.wait_all_tasks_blocked()
+        # connect, the app's read, and one read by the watcher: "two" is still the server's.
+        assert server.receive_calls == 2
+        done.set()
+
+
+async def test_a_peer_that_leaves_after_the_app_closed_never_trips() -> None:
+    server = WebSocketServer()
+    tokens: list[CancellationToken] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        tokens.append(token_of(scope))
+        await send({"type": "websocket.close", "code": 1000})
+        server.leave(1000)  # the peer's answer to the close
+        assert (await receive())["type"] == "websocket.disconnect"
+
+    await serve(app, server)
+    (token,) = tokens
+    assert token.is_cancellation_requested is False
+    assert token.can_be_cancelled is False
+
+
+async def test_a_send_that_fails_because_the_peer_left_trips_the_token() -> None:
+    tokens: list[CancellationToken] = []
+
+    class GoneServer(WebSocketServer):
+        async def send(self, message: Message) -> None:
+            if message["type"] == "websocket.send":
+                raise OSError("the peer is gone")  # what ASGI 2.4 servers do
+            await super().send(message)
+
+    server = GoneServer()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        tokens.append(token_of(scope))
+        with pytest.raises(OSError, match="the peer is gone"):
+            await send({"type": "websocket.send", "text": "hello?"})
+        assert (await receive()) == {"type": "websocket.disconnect", "code": 1006}
+
+    await serve(app, server)
+    assert tokens[0].reason is CancellationReason.CLIENT_DISCONNECTED
+
+
+async def test_a_fastapi_websocket_endpoint_gets_the_token_and_ends_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "fastapi_abort")
+    app = FastAPI()
+    install(app)
+    streaming = anyio.Event()
+    tokens: list[CancellationToken] = []
+
+    @app.websocket("/ticks")
+    async def ticks(websocket: WebSocket, ct: RequestAborted, again: RequestAborted) -> None:
+        tokens.extend((ct, again))
+        await websocket.accept()
+        streaming.set()
+        while True:
+            ct.throw_if_cancellation_requested()
+            await websocket.send_text("tick")
+            await ct.sleep(0.01)
+
+    server = WebSocketServer()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app, ws_scope("/ticks"), server.receive, server.send)
+        with anyio.fail_after(WAIT):
+            await streaming.wait()
+        server.leave()
+    assert tokens[0] is tokens[1]
+    assert tokens[0].reason is CancellationReason.CLIENT_DISCONNECTED
+    assert caplog.records == []
+    assert server.sent[0] == {"type": "websocket.accept", "subprotocol": None, "headers": []}
+
+
+async def test_a_websocket_deadline_closes_the_connection_with_1011(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = FastAPI()
+    install(app, deadline=0.01)  # HTTP only: a WebSocket session is long by nature
+
+    @app.websocket("/session", dependencies=[Depends(deadline(0.05))])
+    async def session(websocket: WebSocket, ct: RequestAborted) -> None:
+        await websocket.accept()
+        await ct.sleep(WAIT)
+
+    server = WebSocketServer()
+    with anyio.fail_after(WAIT):
+        await app(ws_scope("/session"), server.receive, server.send)
+    assert server.sent[-1] == {"type": "websocket.close", "code": 1011, "reason": "deadline"}
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith(
+        "WEBSOCKET /session: 504 Gateway Timeout: its 0.050 s deadline passed"
+    )
+
+
+async def test_another_tokens_cancellation_in_a_websocket_closes_it_with_1011(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fastapi_abort import CancellationTokenSource
+
+    app = FastAPI()
+    install(app)
+
+    @app.websocket("/mine")
+    async def mine(websocket: WebSocket) -> None:
+        await websocket.accept()
+        with CancellationTokenSource() as source:
+            source.cancel()
+            source.token.throw_if_cancellation_requested()
+
+    server = WebSocketServer()
+    with anyio.fail_after(WAIT):
+        await app(ws_scope("/mine"), server.receive, server.send)
+    assert server.sent[-1] == {"type": "websocket.close", "code": 1011, "reason": ""}
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR
+    assert isinstance(record.exc_info and record.exc_info[1], OperationCancelled)
