@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 import socket
 import struct
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serve import KINDS
+from tests.serve import KINDS, running
 
 pytestmark = pytest.mark.server
 
@@ -52,29 +50,9 @@ def server(
 ) -> Iterator[Server]:
     kind: str = request.param
     log = tmp_path_factory.mktemp(kind) / "server.log"
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(256)
-    listener.set_inheritable(True)
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.serve", kind, str(listener.fileno())],
-            pass_fds=[listener.fileno()],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    srv = Server(kind, listener.getsockname()[1], log)
-    try:
+    with running(kind, log) as port:
+        srv = Server(kind, port, log)
         yield srv
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a hung server is a failure too
-            process.kill()
-            process.wait(timeout=15)
-        listener.close()
     output = srv.output()
     # Nothing above INFO from any logger, in the whole life of the server.
     noisy = [line for line in output.splitlines() if re.search(r"WARNING|ERROR|Traceback", line)]
