@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import anyio
 import httpx
@@ -129,3 +130,87 @@ def test_background_recipe(caplog: pytest.LogCaptureFixture) -> None:
 
     assert anyio.run(order).json() == {"order": 7}
     assert "receipt for order 7 sent" in caplog.messages
+
+
+def get(app: ASGIApp, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+
+    async def fetch() -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            with anyio.fail_after(10):
+                return await client.get(path)
+
+    return anyio.run(fetch)
+
+
+def test_deadlines_example(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    app = example("deadlines").app
+    response = get(app, "/report")
+    assert response.status_code == 504
+    assert response.json()["detail"] == "The request did not complete within its 2 s deadline."
+    assert get(app, "/export").json() == {"export": "done"}
+    leave_after(app, "/legacy", 0.2)
+    assert aborted_after(caplog, "/legacy") < 5
+
+
+def test_prometheus_example() -> None:
+    metrics = example("metrics_prometheus")
+    leave_after(metrics.app, "/draw/7", 0.1)
+    text = get(metrics.app, "/metrics/").text
+    assert 'http_requests_aborted_total{method="GET",route="/draw",status="499"} 1.0' in text
+    assert 'http_request_aborted_after_seconds_count{route="/draw"} 1.0' in text
+
+
+def test_opentelemetry_example() -> None:
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    leave_after(example("metrics_otel").app, "/draw", 0.1)
+    data = reader.get_metrics_data()
+    assert data is not None
+    (scope,) = (
+        s
+        for r in data.resource_metrics
+        for s in r.scope_metrics
+        if s.scope.name == "fastapi_abort.example"
+    )
+    points: dict[str, Any] = {m.name: m.data.data_points[0] for m in scope.metrics}
+    assert points["http.server.aborted_requests"].value == 1
+    assert points["http.server.aborted_requests"].attributes == {
+        "http.request.method": "GET",
+        "http.response.status_code": 499,
+        "fastapi_abort.reason": "client disconnected",
+    }
+    assert points["http.server.aborted_after"].count == 1
+
+
+def test_websocket_example(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "fastapi_abort")
+    app = example("websocket").app
+    sent: list[dict[str, Any]] = []
+    first_draw = anyio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not sent:
+            return {"type": "websocket.connect"}
+        await first_draw.wait()  # the peer reads one draw, then closes its tab
+        return {"type": "websocket.disconnect", "code": 1001}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "websocket.send":
+            first_draw.set()
+
+    scope = {"type": "websocket", "path": "/draws", "headers": [], "query_string": b""}
+
+    async def session() -> None:
+        with anyio.fail_after(10):
+            await app(scope, receive, send)
+
+    anyio.run(session)
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send"]
+    assert [r for r in caplog.records if r.name == "fastapi_abort"] == []
