@@ -1,0 +1,149 @@
+"""Outbound httpx calls bound to a token: :class:`TokenTransport`.
+
+Needs httpx (``pip install 'fastapi-abort[httpx]'``). ``with ct.scope(): await client.get(...)``
+already cancels a call when the token trips; this transport binds a whole client to a token
+instead, so that every request it sends, and every response body it reads (however late, and
+wherever: a body handed on to a ``StreamingResponse`` included), is cancelled with the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+
+from ._token import CancellationToken, OperationCancelled
+
+HTTPX_MISSING = (
+    "fastapi_abort.httpx needs httpx, which is not installed. Install the extra: "
+    "pip install 'fastapi-abort[httpx]'"
+)
+NOT_ASYNC_STREAM = (
+    "TokenTransport wraps async transports only, and this one returned a response whose stream "
+    "is not an httpx.AsyncByteStream: {stream!r}. Use it with httpx.AsyncClient."
+)
+
+try:
+    import httpx
+except ImportError as exc:
+    raise ImportError(HTTPX_MISSING, name=exc.name) from exc
+
+__all__ = ("TokenTransport",)
+
+
+class TokenTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that cancels its requests and their response bodies with ``token``.
+
+    ::
+
+        async with httpx.AsyncClient(transport=TokenTransport(ct, pool)) as client:
+            reply = await client.get(url)
+
+    Each request goes to ``transport`` (by default a new :class:`httpx.AsyncHTTPTransport`), and
+    each await of it runs in ``token.scope()``: sending the request, waiting for the response,
+    and every read of the response body. When the token trips, the await in progress is
+    cancelled and raises :class:`~fastapi_abort.OperationCancelled`; httpcore then closes the
+    connection rather than returning it to the pool, so the server at the other end sees its
+    client leave. A token that is already cancelled raises at once, before anything is sent, and
+    before each further body read.
+
+    A token that can never be cancelled (``CancellationToken.NONE``, or a request's token once
+    its response is complete) costs nothing: requests go straight to ``transport``.
+
+    A ``transport`` you pass in stays yours: :meth:`aclose` (and so closing the client) leaves
+    it open, so that short-lived clients, one per request and token, can share one connection
+    pool; close it yourself when the app stops. A transport made here is closed by
+    :meth:`aclose`.
+
+    For ``async`` code only (an :class:`httpx.AsyncClient`), on asyncio or trio. Other
+    cancellations (a timeout, a cancelled task group) pass through untouched.
+    """
+
+    def __init__(
+        self, token: CancellationToken, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        #: The token that cancels this transport's requests.
+        self.token = token
+        self._owns_transport = transport is None
+        self._transport = httpx.AsyncHTTPTransport() if transport is None else transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the wrapped transport, cancelled when the token trips.
+
+        :raises OperationCancelled: if the token is cancelled before or while the request is
+            sent and its response head read; then nothing is sent, or the connection is closed.
+        """
+        token = self.token
+        if not token.can_be_cancelled:
+            return await self._transport.handle_async_request(request)
+        token.throw_if_cancellation_requested()
+        with token.scope():
+            response = await self._transport.handle_async_request(request)
+        # The body is read later, by the client or by whoever iterates it: bind it as well.
+        response.stream = _CancellableStream(token, response.stream)
+        return response
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport if it was made here; one passed in is left open."""
+        if self._owns_transport:
+            await self._transport.aclose()
+
+
+class _CancellableStream(httpx.AsyncByteStream):
+    """A response body whose every read is cancelled when the token trips."""
+
+    def __init__(self, token: CancellationToken, stream: object) -> None:
+        if not isinstance(stream, httpx.AsyncByteStream):
+            # What httpx.AsyncClient itself would refuse, one step later.
+            raise TypeError(NOT_ASYNC_STREAM.format(stream=stream))
+        self._token = token
+        self._stream = stream
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _CancellableChunks(self._token, self._stream)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _CancellableChunks:
+    """The iterator behind :class:`_CancellableStream`: a class, not an async generator, so that
+    no suspended generator is left for the garbage collector when a read is cancelled."""
+
+    __slots__ = ("_chunks", "_stream", "_token")
+
+    def __init__(self, token: CancellationToken, stream: httpx.AsyncByteStream) -> None:
+        self._token = token
+        self._stream = stream
+        self._chunks = stream.__aiter__()
+
+    def __aiter__(self) -> _CancellableChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        token = self._token
+        try:
+            if token.is_cancellation_requested:
+                await self._drain()
+            with token.scope():
+                return await self._chunks.__anext__()
+        except OperationCancelled:
+            # Close now, as httpcore does for any error in a read: the connection is dropped,
+            # never returned to the pool half read, whoever holds on to the response.
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()
+            raise
+
+    async def _drain(self) -> None:
+        """Refuse a read asked for once the token has tripped, even one a buffer could serve.
+
+        Raising here, outside the body's own iterators, would leave httpx's and httpcore's
+        generators suspended for the garbage collector (trio warns about each). Reading on in
+        the cancelled scope instead makes the cancellation start where a read first waits, deep
+        in httpcore, and unwind every generator; what was already buffered is dropped.
+        """
+        with self._token.scope():
+            async for _ in self._chunks:
+                pass
+        # The rest of the body was all buffered: the read is refused all the same.
+        raise OperationCancelled(self._token)

@@ -1,0 +1,427 @@
+"""Cancellation across services: a client leaves A, and A's call to B is cancelled with it.
+
+Two tiers. Unit tests of ``fastapi_abort.httpx.TokenTransport`` talk to a small upstream
+server running in the test itself on 127.0.0.1 (so a closed connection is a real one), on
+asyncio and trio. The chain tests run two real services in their own processes (B under
+uvicorn; A under uvicorn, or hypercorn on trio), a raw-socket client that leaves A, and wait for
+B's token to trip through B's ``/await/{rid}/{what}`` (a bounded wait on the server side).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from anyio.abc import SocketStream
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+import fastapi_abort.httpx
+from fastapi_abort import (
+    CancellationReason,
+    CancellationToken,
+    CancellationTokenSource,
+    OperationCancelled,
+)
+from fastapi_abort.httpx import HTTPX_MISSING, NOT_ASYNC_STREAM, TokenTransport
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Bound on every wait for something that should happen (seconds); never reached when it works.
+WAIT = 10.0
+#: How soon B's token must trip once A's client has left: a correctness bound, not a speed goal.
+PROPAGATION_BOUND = 5.0
+
+EXPLICIT = CancellationReason.EXPLICIT
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+WHOLE = HEAD + b"Content-Length: 5\r\n\r\nhello"
+# A chunked body of which two chunks are sent at once, and then nothing more.
+TWO_CHUNKS = HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n6\r\nsecond\r\n"
+# The same two chunks, and the end of the body.
+ALL_CHUNKS = TWO_CHUNKS + b"0\r\n\r\n"
+# A body that promises 100 bytes and sends 5.
+PARTIAL = HEAD + b"Content-Length: 100\r\n\r\nhello"
+
+
+# -- unit tests: an upstream on loopback, in the test's own event loop ---------------------------
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.param
+    return backend
+
+
+@dataclass
+class Upstream:
+    """A one-response-per-request HTTP/1.1 server that records what its clients do."""
+
+    reply: bytes | None
+    url: str = ""
+    connections: int = 0
+    requests: int = 0
+    received: anyio.Event = field(default_factory=anyio.Event)
+    closed: anyio.Event = field(default_factory=anyio.Event)
+
+    async def serve(self, stream: SocketStream) -> None:
+        self.connections += 1
+        reader = BufferedByteReceiveStream(stream)
+        try:
+            async with stream:
+                while True:
+                    await reader.receive_until(b"\r\n\r\n", 65536)
+                    self.requests += 1
+                    self.received.set()
+                    if self.reply is not None:
+                        await stream.send(self.reply)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.IncompleteRead):
+            # The client closed the connection (FIN or RST).
+            self.closed.set()
+
+
+@asynccontextmanager
+async def upstream(reply: bytes | None) -> AsyncIterator[Upstream]:
+    """Serve ``reply`` (``None``: never answer) to every request on 127.0.0.1."""
+    server = Upstream(reply)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    server.url = f"http://127.0.0.1:{port}/"
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, server.serve)
+        yield server
+        tasks.cancel_scope.cancel()
+
+
+def bound(token: CancellationToken) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=TokenTransport(token), timeout=WAIT)
+
+
+@pytest.mark.anyio
+async def test_completed_calls_are_unaffected_and_reuse_their_connection() -> None:
+    with CancellationTokenSource() as source:
+        async with upstream(WHOLE) as server, bound(source.token) as client:
+            first = await client.get(server.url)
+            second = await client.get(server.url)
+            assert (first.text, second.text) == ("hello", "hello")
+            # Kept in the pool between calls: one connection for both.
+            assert (server.connections, server.requests) == (1, 2)
+            # Every registration on the token was undone once its await was over.
+            assert source.token._callbacks == {}
+            assert not server.closed.is_set()
+
+
+@pytest.mark.anyio
+async def test_token_cancelled_before_the_call_raises_without_sending() -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    source = CancellationTokenSource()
+    source.cancel()
+    transport = TokenTransport(source.token, httpx.MockTransport(handler))
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(OperationCancelled) as caught:
+            await client.get("http://upstream.invalid/")
+    assert caught.value.token is source.token
+    assert caught.value.reason is EXPLICIT
+    assert sent == []
+
+
+async def get_cancelling_once_received(
+    client: httpx.AsyncClient, server: Upstream, cancel: Callable[[], object]
+) -> OperationCancelled:
+    """GET from ``server``, call ``cancel()`` once the server has the request, and return the
+    OperationCancelled the GET raised (any other outcome propagates, or fails the test)."""
+
+    async def cancel_once_received() -> None:
+        await server.received.wait()
+        cancel()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(cancel_once_received)
+        # Caught inside: the task group would wrap it in an exception group.
+        try:
+            response = await client.get(server.url)
+        except OperationCancelled as exc:
+            return exc
+    raise AssertionError(f"the GET was not cancelled: {response}")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("reply", [None, PARTIAL], ids=["waiting for the head", "reading the body"])
+async def test_token_that_trips_mid_call_closes_the_connection(reply: bytes | None) -> None:
+    source = CancellationTokenSource()
+    async with upstream(reply) as server, bound(source.token) as client:
+        with anyio.fail_after(WAIT):
+            # With PARTIAL the head arrives and 95 bytes of body never will: get() reads the
+            # whole body, and is cancelled in that read.
+            cancelled = await get_cancelling_once_received(client, server, source.cancel)
+            assert cancelled.token is source.token
+            assert cancelled.reason is EXPLICIT
+            await server.closed.wait()
+
+
+@pytest.mark.anyio
+async def test_streamed_body_is_cancelled_mid_stream() -> None:
+    source = CancellationTokenSource()
+    async with upstream(TWO_CHUNKS) as server, bound(source.token) as client:
+        with anyio.fail_after(WAIT):
+            async with client.stream("GET", server.url) as response:
+                chunks = response.aiter_raw()
+                assert await chunks.__anext__() == b"first"
+
+                async def cancel_while_reading() -> None:
+                    # The second chunk came with the first; then nothing: wait for the read
+                    # that blocks, and cancel it.
+                    await anyio.wait_all_tasks_blocked()
+                    source.cancel()
+
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(cancel_while_reading)
+                    with pytest.raises(OperationCancelled):
+                        async for _ in chunks:
+                            pass
+            await server.closed.wait()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("reply", [TWO_CHUNKS, ALL_CHUNKS], ids=["more to come", "all buffered"])
+async def test_token_that_trips_between_reads_refuses_the_next_read(reply: bytes) -> None:
+    with CancellationTokenSource() as source:
+        async with (
+            upstream(reply) as server,
+            bound(source.token) as client,
+            client.stream("GET", server.url) as response,
+        ):
+            chunks = response.aiter_raw()
+            assert await chunks.__anext__() == b"first"
+            source.cancel()
+            # "second" came with "first" and needs no await to read: refused all the same.
+            with pytest.raises(OperationCancelled):
+                await chunks.__anext__()
+            if reply is TWO_CHUNKS:
+                # Half read: closed at once, not when the client is.
+                with anyio.fail_after(WAIT):
+                    await server.closed.wait()
+
+
+@pytest.mark.anyio
+async def test_deadline_of_the_token_cancels_the_call() -> None:
+    with CancellationTokenSource(timeout=0.2) as source:
+        async with upstream(None) as server, bound(source.token) as client:
+            with anyio.fail_after(WAIT), pytest.raises(OperationCancelled) as caught:
+                await client.get(server.url)
+            assert caught.value.reason is CancellationReason.DEADLINE
+            with anyio.fail_after(WAIT):
+                await server.closed.wait()
+
+
+@pytest.mark.anyio
+async def test_other_cancellations_pass_through_untouched() -> None:
+    with CancellationTokenSource() as source:
+        async with upstream(None) as server, bound(source.token) as client:
+            with anyio.fail_after(WAIT):
+                with anyio.CancelScope() as outer:
+                    await get_cancelling_once_received(client, server, outer.cancel)
+                assert outer.cancelled_caught
+                assert not source.is_cancellation_requested
+                await server.closed.wait()
+
+
+@pytest.mark.anyio
+async def test_token_that_can_never_be_cancelled_adds_nothing() -> None:
+    mocked = httpx.Response(200, content=b"hello")
+    transport = TokenTransport(CancellationToken.NONE, httpx.MockTransport(lambda _: mocked))
+    response = await transport.handle_async_request(httpx.Request("GET", "http://upstream/"))
+    # The inner transport's own response, its stream not wrapped.
+    assert response is mocked
+    assert response.stream is mocked.stream
+
+
+@pytest.mark.anyio
+async def test_transport_passed_in_stays_open_and_one_made_here_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed: list[str] = []
+
+    class Probe(httpx.AsyncBaseTransport):
+        async def aclose(self) -> None:
+            closed.append("passed in")
+
+    async with httpx.AsyncClient(transport=TokenTransport(CancellationToken.NONE, Probe())):
+        pass
+    assert closed == []
+    own = TokenTransport(CancellationToken.NONE)
+    made = own._transport
+    assert isinstance(made, httpx.AsyncHTTPTransport)
+
+    async def record_close() -> None:
+        closed.append("made here")
+
+    monkeypatch.setattr(made, "aclose", record_close)
+    async with httpx.AsyncClient(transport=own):
+        pass
+    assert closed == ["made here"]
+
+
+@pytest.mark.anyio
+async def test_sync_response_stream_is_refused_with_a_clear_message() -> None:
+    class SyncOnly(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"hello"
+
+    mock = httpx.MockTransport(lambda _: httpx.Response(200, stream=SyncOnly()))
+    with CancellationTokenSource() as source:
+        transport = TokenTransport(source.token, mock)
+        with pytest.raises(TypeError) as caught:
+            await transport.handle_async_request(httpx.Request("GET", "http://upstream/"))
+    assert str(caught.value).startswith(NOT_ASYNC_STREAM.split("{")[0])
+
+
+def test_import_without_httpx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "httpx", None)  # makes `import httpx` fail
+    monkeypatch.delitem(sys.modules, "fastapi_abort.httpx")
+    with pytest.raises(ImportError) as caught:
+        importlib.import_module("fastapi_abort.httpx")
+    assert str(caught.value) == HTTPX_MISSING
+    assert "fastapi-abort[httpx]" in str(caught.value)
+    # The module this file imported is still the working one.
+    monkeypatch.undo()
+    assert sys.modules["fastapi_abort.httpx"] is fastapi_abort.httpx
+
+
+# -- the chain: a raw client -> service A -> service B, on real servers ---------------------------
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    log: Path
+
+    def wait_for(self, rid: str, what: str) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port}/await/{rid}/{what}"
+        result: dict[str, Any] = httpx.get(url, params={"timeout": 15}, timeout=30).json()
+        return result
+
+    def get(self, path: str) -> Any:
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=30).json()
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("propagation")
+
+
+def run_service(logs: Path, role: str, server: str, *upstream: int) -> Iterator[Service]:
+    """Run one service in its own process; on the way out, stop it and check its log is quiet."""
+    log = logs / f"{role}-{server}.log"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(256)
+    listener.set_inheritable(True)
+    args = [role, server, str(listener.fileno()), *map(str, upstream)]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.propagation_apps", *args],
+            pass_fds=[listener.fileno()],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    service = Service(f"{role} ({server})", listener.getsockname()[1], log)
+    try:
+        yield service
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hung server is a failure too
+            process.kill()
+            process.wait(timeout=15)
+        listener.close()
+    output = service.output()
+    # Nothing above INFO from any logger, in the whole life of the service.
+    noisy = [line for line in output.splitlines() if re.search(r"WARNING|ERROR|Traceback", line)]
+    assert not noisy, output
+
+
+@pytest.fixture(scope="module")
+def service_b(logs: Path) -> Iterator[Service]:
+    yield from run_service(logs, "b", "uvicorn")
+
+
+@pytest.fixture(scope="module", params=["uvicorn", "hypercorn-trio"])
+def service_a(request: pytest.FixtureRequest, logs: Path, service_b: Service) -> Iterator[Service]:
+    yield from run_service(logs, "a", request.param, service_b.port)
+
+
+def leave_mid_call(a: Service, b: Service, path: str, rid: str, wait_on: Service) -> float:
+    """Call A at ``path``, leave once ``wait_on`` says ``started``/``streaming``; return when."""
+    event = "streaming" if wait_on is a else "started"
+    with socket.create_connection(("127.0.0.1", a.port), timeout=20) as client:
+        client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        assert wait_on.wait_for(rid, event)["happened"]
+        left_at = time.monotonic()
+    return left_at
+
+
+def assert_one_quiet_line(service: Service, path: str, result: dict[str, Any]) -> None:
+    pattern = rf"^GET {re.escape(path)}: 499 Client Closed Request after \d+\.\d{{3}} s$"
+    assert len(result["log_lines"]) == 1, result
+    assert re.match(pattern, result["log_lines"][0]), result
+    assert service.output().count(f"{path}: 499 Client Closed Request") == 1
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    ("route", "downstream", "via"),
+    [("scope", "hold", "scope"), ("transport", "hold", "transport"), ("stream", "stream", "")],
+)
+def test_client_leaving_a_trips_the_token_of_b(
+    service_a: Service, service_b: Service, route: str, downstream: str, via: str
+) -> None:
+    rid = uuid.uuid4().hex[:12]
+    wait_on = service_a if route == "stream" else service_b
+    left_at = leave_mid_call(service_a, service_b, f"/call/{route}/{rid}", rid, wait_on)
+
+    b = service_b.wait_for(rid, "logged")
+    a = service_a.wait_for(rid, "logged")
+    assert b["tripped"]
+    assert b["reason"] == "client disconnected"
+    assert b["finished"]
+    assert b["tripped_at"] - left_at < PROPAGATION_BOUND
+    assert a["reason"] == "client disconnected"
+    assert a["outcome"] == "OperationCancelled"
+    assert_one_quiet_line(service_a, f"/call/{route}/{rid}", a)
+    assert_one_quiet_line(service_b, f"/{downstream}/{rid}", b)
+    print(
+        f"\nA {service_a.name} /{route}: client left -> A's token "
+        f"{(a['tripped_at'] - left_at) * 1000:.2f} ms -> B's token "
+        f"{(b['tripped_at'] - left_at) * 1000:.2f} ms"
+    )
+    if via:
+        # The aborted connection was closed, not put back in the pool: A's next call to B goes
+        # out on another connection, and works.
+        after = uuid.uuid4().hex[:12]
+        reply = service_a.get(f"/ping/{via}/{after}")
+        assert reply["rid"] == after
+        assert reply["client_port"] != b["client_port"]
