@@ -96,9 +96,6 @@ class Upstream:
     def release(self, rid: str) -> None:
         self.client.post(f"/release/{rid}").raise_for_status()
 
-    def output(self) -> str:
-        return self.log.read_text()
-
 
 @dataclass
 class Matrix:
@@ -363,7 +360,7 @@ def test_client_that_leaves_a_stream_trips_the_token_though_nginx_logs_200(
 ) -> None:
     """nginx logs the status it already sent (200), not 499, for a response cut short.
 
-    ``ngx_http_terminate_request`` sets 499 as the status only if no response header went out;
+    ``ngx_http_terminate_request`` sets 499 as the status only if nothing was sent yet;
     ``$request_completion`` (empty unless the request completed) is what tells such a request
     apart in the access log.
     """

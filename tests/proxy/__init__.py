@@ -1,0 +1,1 @@
+"""Helpers for the reverse-proxy tests: an nginx runner and the app it proxies to."""
