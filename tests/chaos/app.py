@@ -29,7 +29,7 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,7 +52,6 @@ HOLD_SECONDS = 300.0
 #: the server's own.
 POOL_THREAD_PREFIXES = ("AnyIO worker thread", "Trio thread")
 RECORD_KEY = "chaos.record"
-CONTROL = "/_ctl/"
 
 _sequence = itertools.count(1)
 
@@ -106,21 +105,19 @@ class Live:
 live = Live(records={}, finished=[], waiters={})
 
 
-def _rid(scope: Scope) -> str | None:
-    path: str = scope.get("path", "")
-    if scope["type"] != "http" or not path.startswith("/c/"):
-        return None
-    return path.rsplit("/", 1)[-1]
-
-
 class Finaliser:
-    """Outermost wrapper: creates each record, and reads the token's final state at the end."""
+    """Outermost wrapper: creates each record, and reads the token's final state at the end.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Records the requests whose path starts with ``prefix`` (their id is the last segment).
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str = "/c/") -> None:
         self.app = app
+        self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = _rid(scope)
+        path: str = scope.get("path", "")
+        rid = path.rsplit("/", 1)[-1] if path.startswith(self.prefix) else None
         if rid is None:
             await self.app(scope, receive, send)
             return
@@ -178,7 +175,8 @@ def _record(request: Request, token: CancellationToken) -> Record:
     return record
 
 
-def _started(record: Record) -> None:
+def mark_started(record: Record) -> None:
+    """The endpoint of ``record`` reached its long part: answer the long-poll waiting for it."""
     record.started = True
     waiter = live.waiters.get(record.rid)
     if waiter is not None:
@@ -220,7 +218,7 @@ async def big(rid: str, record: Recorded) -> Response:
 
 @fastapi_app.get("/c/hold/{rid}")
 async def hold(record: Recorded, ct: RequestAborted) -> Any:
-    _started(record)
+    mark_started(record)
     await ct.sleep(HOLD_SECONDS)
     return {"held": True}
 
@@ -236,7 +234,7 @@ async def upload(request: Request, record: Recorded, ct: RequestAborted, hold: b
         ct.throw_if_cancellation_requested()
         raise
     if hold:
-        _started(record)
+        mark_started(record)
         await ct.sleep(HOLD_SECONDS)
     return {"size": size}
 
@@ -250,7 +248,7 @@ async def stream(
     first chunk is the request id."""
 
     async def body() -> AsyncIterator[bytes]:
-        _started(record)
+        mark_started(record)
         yield f"{rid}\n".encode()
         count = 0
         while chunks == 0 or count < chunks:
@@ -271,7 +269,7 @@ def stream_sync(
     """The same stream from a sync iterator, which Starlette runs in worker threads."""
 
     def body() -> Iterator[bytes]:
-        anyio.from_thread.run_sync(_started, record)
+        anyio.from_thread.run_sync(mark_started, record)
         yield f"{rid}\n".encode()
         count = 0
         while chunks == 0 or count < chunks:
@@ -287,8 +285,10 @@ def stream_sync(
 
 # -- control ---------------------------------------------------------------------------------
 
+control = APIRouter(prefix="/_ctl")
 
-@fastapi_app.get("/_ctl/await/{rid}")
+
+@control.get("/await/{rid}")
 async def await_started(rid: str, timeout: float = 30.0) -> Any:
     """Long-poll until the endpoint of ``rid`` reached its long part (or ``timeout``)."""
     record = live.records.get(rid)
@@ -304,7 +304,7 @@ async def await_started(rid: str, timeout: float = 30.0) -> Any:
     return {"started": record is not None and record.started}
 
 
-@fastapi_app.get("/_ctl/drain")
+@control.get("/drain")
 async def drain(wait: float = 0.0) -> Any:
     """The records of finished requests (each returned once), and the ids still running.
 
@@ -357,7 +357,7 @@ def _live_library_objects(current: RequestState | None) -> dict[str, int]:
     return counts
 
 
-@fastapi_app.get("/_ctl/stats")
+@control.get("/stats")
 async def stats(
     request: Request,
     tasks_at_most: Annotated[int, Query()] = sys.maxsize,
@@ -393,9 +393,11 @@ async def stats(
     }
 
 
+fastapi_app.include_router(control)
 configure_logging()
 app = Finaliser(fastapi_app)
 
 
+fastapi_app.include_router(control)
 configure_logging()
 app = Finaliser(fastapi_app)

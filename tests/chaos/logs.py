@@ -35,20 +35,21 @@ def configure_logging() -> None:
 class LogSummary:
     #: 499 lines per request id (the last segment of the logged path).
     aborted: Counter[str] = field(default_factory=Counter)
-    #: 499 lines whose path is not a chaos request's.
+    #: 499 lines whose path does not start with the prefix.
     foreign_aborted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
-def summarise(text: str) -> LogSummary:
-    """Count the 499 lines per request id, and collect every line at WARNING or above."""
+def summarise(text: str, prefix: str = "/c/") -> LogSummary:
+    """Count the 499 lines per request id (for the paths that start with ``prefix``), and collect
+    every line at WARNING or above."""
     summary = LogSummary()
     for line in text.splitlines():
         match = ABORTED_LINE.match(line)
         if match:
             path = match["path"]
-            if path.startswith("/c/"):
+            if path.startswith(prefix):
                 summary.aborted[path.rsplit("/", 1)[-1]] += 1
             else:
                 summary.foreign_aborted.append(line)
