@@ -36,36 +36,36 @@ class TokenTransport(httpx.AsyncBaseTransport):
 
     ::
 
+        pool = httpx.AsyncHTTPTransport()  # once, for the app's life
+
         async with httpx.AsyncClient(transport=TokenTransport(ct, pool)) as client:
             reply = await client.get(url)
 
-    Each request goes to ``transport`` (by default a new :class:`httpx.AsyncHTTPTransport`), and
-    each await of it runs in ``token.scope()``: sending the request, waiting for the response,
-    and every read of the response body. When the token trips, the await in progress is
-    cancelled and raises :class:`~fastapi_abort.OperationCancelled`; httpcore then closes the
-    connection rather than returning it to the pool, so the server at the other end sees its
-    client leave. A token that is already cancelled raises at once, before anything is sent, and
-    before each further body read.
+    Each request goes to ``transport``, and each await of it runs in ``token.scope()``: sending
+    the request, waiting for the response, and every read of the response body. When the token
+    trips, the await in progress is cancelled and raises
+    :class:`~fastapi_abort.OperationCancelled`; httpcore then closes the connection rather than
+    returning it to the pool, so the server at the other end sees its client leave. A token
+    that is already cancelled raises at once, before anything is sent, and before each further
+    body read (even one a buffer could serve).
 
     A token that can never be cancelled (``CancellationToken.NONE``, or a request's token once
     its response is complete) costs nothing: requests go straight to ``transport``.
 
-    A ``transport`` you pass in stays yours: :meth:`aclose` (and so closing the client) leaves
-    it open, so that short-lived clients, one per request and token, can share one connection
-    pool; close it yourself when the app stops. A transport made here is closed by
-    :meth:`aclose`.
+    ``transport`` is required, and never closed here (closing the client leaves it open): one
+    client per request and token is cheap over a shared pool (tens of microseconds), while a new
+    :class:`httpx.AsyncHTTPTransport` per request costs its own connections and SSL context
+    (tens of milliseconds). Close the pool yourself when the app stops.
 
     For ``async`` code only (an :class:`httpx.AsyncClient`), on asyncio or trio. Other
     cancellations (a timeout, a cancelled task group) pass through untouched.
     """
 
-    def __init__(
-        self, token: CancellationToken, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, token: CancellationToken, transport: httpx.AsyncBaseTransport) -> None:
         #: The token that cancels this transport's requests.
         self.token = token
-        self._owns_transport = transport is None
-        self._transport = httpx.AsyncHTTPTransport() if transport is None else transport
+        #: The transport that sends the requests; left open by :meth:`aclose`.
+        self.transport = transport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the wrapped transport, cancelled when the token trips.
@@ -75,18 +75,16 @@ class TokenTransport(httpx.AsyncBaseTransport):
         """
         token = self.token
         if not token.can_be_cancelled:
-            return await self._transport.handle_async_request(request)
+            return await self.transport.handle_async_request(request)
         token.throw_if_cancellation_requested()
         with token.scope():
-            response = await self._transport.handle_async_request(request)
+            response = await self.transport.handle_async_request(request)
         # The body is read later, by the client or by whoever iterates it: bind it as well.
         response.stream = _CancellableStream(token, response.stream)
         return response
 
     async def aclose(self) -> None:
-        """Close the wrapped transport if it was made here; one passed in is left open."""
-        if self._owns_transport:
-            await self._transport.aclose()
+        """Do nothing: the wrapped transport is shared, and closed by its owner."""
 
 
 class _CancellableStream(httpx.AsyncByteStream):

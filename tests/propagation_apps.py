@@ -1,8 +1,7 @@
 """Two services for the propagation tests: A calls B with httpx while its own client waits.
 
-``python -m tests.propagation_apps ROLE SERVER FD [UPSTREAM_PORT]`` runs service ``a`` or ``b``
-under ``uvicorn`` or ``hypercorn-trio`` on an inherited listening socket (see ``tests/serve.py``).
-Service A calls service B on 127.0.0.1:UPSTREAM_PORT.
+Each runs in its own process under ``tests.serve`` (targets ``tests.propagation_apps:a`` and
+``:b``); A finds B through the environment variable ``PROPAGATION_UPSTREAM``.
 
 Both services record, per request id, what happened to the request's token and when (on
 ``time.monotonic()``, which is one clock for every process of the machine), and expose
@@ -13,6 +12,7 @@ sleeping.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -207,36 +207,11 @@ def service_a(upstream: str) -> FastAPI:
     return app
 
 
-def run_uvicorn(app: FastAPI, fd: int) -> None:
-    import socket
+#: The environment variable that gives service A the address of service B.
+UPSTREAM = "PROPAGATION_UPSTREAM"
 
-    import uvicorn
-
-    config = uvicorn.Config(app, http="httptools", loop="uvloop", log_level="info")
-    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
-
-
-def run_hypercorn_trio(app: FastAPI, fd: int) -> None:
-    import trio
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    config = Config()
-    config.bind = [f"fd://{fd}"]
-    config.loglevel = "INFO"
-    trio.run(serve, app, config)  # type: ignore[arg-type]
-
-
-SERVERS = {"uvicorn": run_uvicorn, "hypercorn-trio": run_hypercorn_trio}
-
-
-def main(role: str, server: str, fd: int, upstream_port: int | None = None) -> None:
-    if server not in SERVERS:
-        raise SystemExit(f"unknown server {server!r}: one of {tuple(SERVERS)}")
-    _set_up_logging()
-    app = service_b() if role == "b" else service_a(f"http://127.0.0.1:{upstream_port}")
-    SERVERS[server](app, fd)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *(int(arg) for arg in sys.argv[4:5]))
+_set_up_logging()
+#: Run with ``tests.serve``: ``tests.propagation_apps:b``, then ``tests.propagation_apps:a`` with
+#: ``PROPAGATION_UPSTREAM=http://127.0.0.1:<port of b>`` in the environment.
+b = service_b()
+a = service_a(os.environ.get(UPSTREAM, "http://127.0.0.1:9"))

@@ -9,10 +9,11 @@ B's token to trip through B's ``/await/{rid}/{what}`` (a bounded wait on the ser
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import re
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -25,8 +26,10 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import uvicorn
 from anyio.abc import SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import fastapi_abort.httpx
 from fastapi_abort import (
@@ -36,8 +39,13 @@ from fastapi_abort import (
     OperationCancelled,
 )
 from fastapi_abort.httpx import HTTPX_MISSING, NOT_ASYNC_STREAM, TokenTransport
+from tests.serve import KINDS, running
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "docs" / "examples"
+#: Gives service A (tests/propagation_apps.py) the address of service B. Not imported from there:
+#: importing the apps would set up their logging in this process.
+UPSTREAM = "PROPAGATION_UPSTREAM"
 
 #: Bound on every wait for something that should happen (seconds); never reached when it works.
 WAIT = 10.0
@@ -105,8 +113,14 @@ async def upstream(reply: bytes | None) -> AsyncIterator[Upstream]:
         tasks.cancel_scope.cancel()
 
 
-def bound(token: CancellationToken) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=TokenTransport(token), timeout=WAIT)
+@asynccontextmanager
+async def bound(token: CancellationToken) -> AsyncIterator[httpx.AsyncClient]:
+    """A client bound to ``token``, over a pool of its own."""
+    async with (
+        httpx.AsyncHTTPTransport() as pool,
+        httpx.AsyncClient(transport=TokenTransport(token, pool), timeout=WAIT) as client,
+    ):
+        yield client
 
 
 @pytest.mark.anyio
@@ -254,29 +268,17 @@ async def test_token_that_can_never_be_cancelled_adds_nothing() -> None:
 
 
 @pytest.mark.anyio
-async def test_transport_passed_in_stays_open_and_one_made_here_is_closed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    closed: list[str] = []
-
-    class Probe(httpx.AsyncBaseTransport):
-        async def aclose(self) -> None:
-            closed.append("passed in")
-
-    async with httpx.AsyncClient(transport=TokenTransport(CancellationToken.NONE, Probe())):
-        pass
-    assert closed == []
-    own = TokenTransport(CancellationToken.NONE)
-    made = own._transport
-    assert isinstance(made, httpx.AsyncHTTPTransport)
-
-    async def record_close() -> None:
-        closed.append("made here")
-
-    monkeypatch.setattr(made, "aclose", record_close)
-    async with httpx.AsyncClient(transport=own):
-        pass
-    assert closed == ["made here"]
+async def test_closing_the_client_leaves_the_shared_pool_open() -> None:
+    with CancellationTokenSource() as source:
+        async with upstream(WHOLE) as server, httpx.AsyncHTTPTransport() as pool:
+            for _ in range(2):
+                async with httpx.AsyncClient(
+                    transport=TokenTransport(source.token, pool)
+                ) as client:
+                    assert (await client.get(server.url)).text == "hello"
+            # Two clients, one after the other, one connection: the pool outlived the first.
+            assert (server.connections, server.requests) == (1, 2)
+            assert not server.closed.is_set()
 
 
 @pytest.mark.anyio
@@ -331,33 +333,19 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("propagation")
 
 
-def run_service(logs: Path, role: str, server: str, *upstream: int) -> Iterator[Service]:
-    """Run one service in its own process; on the way out, stop it and check its log is quiet."""
-    log = logs / f"{role}-{server}.log"
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(256)
-    listener.set_inheritable(True)
-    args = [role, server, str(listener.fileno()), *map(str, upstream)]
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.propagation_apps", *args],
-            pass_fds=[listener.fileno()],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    service = Service(f"{role} ({server})", listener.getsockname()[1], log)
-    try:
-        yield service
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a hung server is a failure too
-            process.kill()
-            process.wait(timeout=15)
-        listener.close()
+@contextlib.contextmanager
+def run_service(
+    logs: Path, role: str, kind: str, upstream: Service | None = None
+) -> Iterator[Service]:
+    """Run service ``role`` under server ``kind``; on the way out, check its log stayed quiet."""
+    log = logs / f"{role}-{kind}.log"
+    with pytest.MonkeyPatch.context() as env:
+        if upstream is not None:
+            env.setenv(UPSTREAM, f"http://127.0.0.1:{upstream.port}")
+        with running(kind, log, f"tests.propagation_apps:{role}") as port:
+            service = Service(f"{role} ({kind})", port, log)
+            env.undo()  # the child has it; the rest of the test run must not
+            yield service
     output = service.output()
     # Nothing above INFO from any logger, in the whole life of the service.
     noisy = [line for line in output.splitlines() if re.search(r"WARNING|ERROR|Traceback", line)]
@@ -366,12 +354,14 @@ def run_service(logs: Path, role: str, server: str, *upstream: int) -> Iterator[
 
 @pytest.fixture(scope="module")
 def service_b(logs: Path) -> Iterator[Service]:
-    yield from run_service(logs, "b", "uvicorn")
+    with run_service(logs, "b", "uvicorn-httptools") as service:
+        yield service
 
 
-@pytest.fixture(scope="module", params=["uvicorn", "hypercorn-trio"])
+@pytest.fixture(scope="module", params=KINDS)
 def service_a(request: pytest.FixtureRequest, logs: Path, service_b: Service) -> Iterator[Service]:
-    yield from run_service(logs, "a", request.param, service_b.port)
+    with run_service(logs, "a", request.param, service_b) as service:
+        yield service
 
 
 def leave_mid_call(a: Service, b: Service, path: str, rid: str, wait_on: Service) -> float:
@@ -425,3 +415,108 @@ def test_client_leaving_a_trips_the_token_of_b(
         reply = service_a.get(f"/ping/{via}/{after}")
         assert reply["rid"] == after
         assert reply["client_port"] != b["client_port"]
+
+
+# -- the example of the docs: the shop and the warehouse, in this process, on real sockets ---------
+
+
+class InProcessServer(uvicorn.Server):
+    """uvicorn in the test's own event loop, leaving the process's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock
+
+
+@asynccontextmanager
+async def serving(app: ASGIApp, sock: socket.socket) -> AsyncIterator[None]:
+    server = InProcessServer(uvicorn.Config(app, log_config=None))
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(server.serve, [sock])
+        try:
+            yield
+        finally:
+            server.should_exit = True
+    sock.close()
+
+
+class AbortedLines(logging.Handler):
+    """Collects the quiet lines, and says when one for a path has been logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.changed = anyio.Event()
+
+    def emit(self, log: logging.LogRecord) -> None:
+        self.lines.append(log.getMessage())
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    async def wait_for(self, path: str) -> None:
+        while not any(line.startswith(f"GET {path}: 499 ") for line in self.lines):
+            await self.changed.wait()
+
+
+@pytest.fixture
+def aborted_lines() -> Iterator[AbortedLines]:
+    handler = AbortedLines()
+    logger = logging.getLogger("fastapi_abort")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # uvicorn runs on asyncio only
+@pytest.mark.parametrize(
+    ("shop_path", "warehouse_path", "leave_after"),
+    [("/items/7", "/stock/7", b""), ("/deliveries", "/deliveries", b"delivery 0")],
+)
+async def test_example_shopper_leaving_stops_the_warehouse(
+    anyio_backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    aborted_lines: AbortedLines,
+    shop_path: str,
+    warehouse_path: str,
+    leave_after: bytes,
+) -> None:
+    warehouse_socket, shop_socket = listening_socket(), listening_socket()
+    monkeypatch.setenv("WAREHOUSE_URL", f"http://127.0.0.1:{warehouse_socket.getsockname()[1]}")
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.delitem(sys.modules, "propagation", raising=False)
+    example = importlib.import_module("propagation")
+    arrived = anyio.Event()
+
+    async def warehouse(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            arrived.set()
+        await example.warehouse(scope, receive, send)
+
+    async with serving(warehouse, warehouse_socket), serving(example.shop, shop_socket):
+        with anyio.fail_after(WAIT):
+            port = shop_socket.getsockname()[1]
+            async with await anyio.connect_tcp("127.0.0.1", port) as shopper:
+                await shopper.send(f"GET {shop_path} HTTP/1.1\r\nHost: shop\r\n\r\n".encode())
+                await arrived.wait()
+                received = b""
+                while leave_after not in received:
+                    received += await shopper.receive()
+            # The shopper has left the shop; the warehouse must see the shop leave in turn.
+            await aborted_lines.wait_for(warehouse_path)
+            await aborted_lines.wait_for(shop_path)
+    for path in {shop_path, warehouse_path}:
+        mine = [line for line in aborted_lines.lines if line.startswith(f"GET {path}: 499 ")]
+        assert len(mine) == (2 if shop_path == warehouse_path else 1), aborted_lines.lines
