@@ -488,6 +488,7 @@ def aborted_lines() -> Iterator[AbortedLines]:
 async def test_example_shopper_leaving_stops_the_warehouse(
     anyio_backend: str,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     aborted_lines: AbortedLines,
     shop_path: str,
     warehouse_path: str,
@@ -520,3 +521,5 @@ async def test_example_shopper_leaving_stops_the_warehouse(
     for path in {shop_path, warehouse_path}:
         mine = [line for line in aborted_lines.lines if line.startswith(f"GET {path}: 499 ")]
         assert len(mine) == (2 if shop_path == warehouse_path else 1), aborted_lines.lines
+    # Quiet: nothing from any logger above INFO, in either service.
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.INFO] == []
