@@ -1,0 +1,593 @@
+"""What the request token does when the server is told to stop with requests in flight.
+
+Real servers on 127.0.0.1, real signals. Each test starts one server configuration, opens one
+connection per request kind (``async``: an endpoint awaiting ``ct.sleep``; ``sync``: a ``def``
+endpoint looping on ``ct.wait_blocking`` in a worker thread; ``stream``: a streaming response),
+waits until every request has started (an event the app sends, see ``tests/shutdown_app.py``),
+signals the server, and waits with a bound for the process to exit. It then pins, per request,
+whether the token tripped and with which reason, how the app's code ended, what the client
+received, and what the server logged. ``docs/shutdown.md`` tells the same story for users.
+
+Short graceful timeouts keep it fast; ``hold`` is how long a request runs if nothing stops it.
+Locally a test skips when its server is not installed; under ``CI=true`` it fails instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.shutdown_app import EVENTS_ENV, LIFESPAN
+from tests.shutdown_serve import NEEDS, WORKER_TIMEOUT, command
+
+pytestmark = pytest.mark.server
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Seconds to wait for anything that should happen (a start, an event, an exit).
+BOUND = 20.0
+#: A request that nothing stops outlives every test.
+FOREVER = 60.0
+ROUTES = ("async", "sync", "stream")
+
+NO_EVENT = "no {what!r} event for {rid!r} within {timeout} s; events: {events}"
+NOT_STOPPED = "{kind} did not exit within {timeout} s of the signal; its output:\n{output}"
+NOT_INSTALLED = "{kind} needs {missing}, which is not installed"
+NO_DATA = "the client did not receive {expected!r} within {timeout} s; it got {data!r}"
+
+Event = dict[str, Any]
+
+
+class Events:
+    """The test's end of the app's event socket: collects every datagram in a thread."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "events.sock"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(self.path))
+        self._events: dict[str, list[Event]] = defaultdict(list)
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except OSError:
+                return
+            if not data:  # close() shut the socket down
+                return
+            event: Event = json.loads(data)
+            with self._changed:
+                self._events[event["rid"]].append(event)
+                self._changed.notify_all()
+
+    def find(self, rid: str, what: str) -> Event | None:
+        with self._changed:
+            return next((e for e in self._events[rid] if e["what"] == what), None)
+
+    def wait(self, rid: str, what: str) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.find(rid, what) is not None, BOUND):
+                raise TimeoutError(
+                    NO_EVENT.format(what=what, rid=rid, timeout=BOUND, events=dict(self._events))
+                )
+
+    def close(self) -> None:
+        with suppress(OSError):  # wakes the thread blocked in recv(); close() alone would not
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(timeout=BOUND)
+
+
+class Client:
+    """One raw HTTP/1.1 GET on its own connection, read to the end in a thread."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND)
+        self.data = b""
+        #: When the server closed the connection (``time.monotonic_ns()``), or None.
+        self.closed_ns: int | None = None
+        self._received = threading.Condition()
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            except OSError:  # our own timeout: the server left the connection open
+                return
+            with self._received:
+                if not chunk:
+                    self.closed_ns = time.monotonic_ns()
+                self.data += chunk
+                self._received.notify_all()
+            if not chunk:
+                return
+
+    def wait_for(self, expected: bytes) -> None:
+        with self._received:
+            if not self._received.wait_for(lambda: expected in self.data, BOUND):
+                raise TimeoutError(NO_DATA.format(expected=expected, timeout=BOUND, data=self.data))
+
+    def finish(self) -> None:
+        """Wait (bounded) until the server closes the connection, then close ours."""
+        self._thread.join(timeout=BOUND)
+        self.sock.close()
+
+    @property
+    def status(self) -> int | None:
+        match = re.match(rb"HTTP/1\.1 (\d{3}) ", self.data)
+        return int(match.group(1)) if match else None
+
+    @property
+    def complete(self) -> bool:
+        """Whether a whole response came: a Content-Length body, or a chunked one's last chunk."""
+        head, _, body = self.data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length: (\d+)", head)
+        if length is not None:
+            return len(body) == int(length.group(1))
+        return body.endswith(b"0\r\n\r\n")
+
+
+@dataclass
+class Outcome:
+    """What happened to one request."""
+
+    tripped: Event | None
+    ended: Event | None
+    client: Client
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.tripped is None else str(self.tripped["reason"])
+
+    @property
+    def how(self) -> str | None:
+        return None if self.ended is None else str(self.ended["how"])
+
+
+@dataclass
+class Shutdown:
+    """What one signalled server did."""
+
+    kind: str
+    returncode: int
+    output: str
+    signalled_ns: int
+    exited_ns: int
+    lifespan_shutdown: Event | None
+    requests: dict[str, Outcome] = field(default_factory=dict)
+
+    def figures(self) -> str:
+        """Milliseconds from the signal to each trip and end, and to the exit."""
+
+        def ms(event: Event | None) -> str:
+            return "-" if event is None else f"{(event['t_ns'] - self.signalled_ns) / 1e6:.0f} ms"
+
+        parts = [f"{self.kind}: exit {(self.exited_ns - self.signalled_ns) / 1e6:.0f} ms"]
+        parts += [
+            f"{route}: tripped {r.reason} {ms(r.tripped)}, ended {r.how} {ms(r.ended)}, "
+            f"client {r.client.status}"
+            for route, r in self.requests.items()
+        ]
+        return "; ".join(parts)
+
+
+def _require(kind: str) -> None:
+    missing = [name for name in NEEDS[kind] if importlib.util.find_spec(name) is None]
+    if missing:
+        reason = NOT_INSTALLED.format(kind=kind, missing=", ".join(missing))
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}, and CI=true: every server must be tested in CI")
+        pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _listener(kind: str) -> Iterator[tuple[int, int]]:
+    if kind == "granian":  # binds its own socket; another process could take the port first
+        yield -1, _free_port()
+        return
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.set_inheritable(True)
+    try:
+        yield listener.fileno(), listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def _await_listening(port: int) -> None:
+    # granian's worker listens only after its lifespan startup and after it logs "Started
+    # worker" (src/workers.rs): a few ms that no event marks. A refused connection is retried
+    # (bounded), without sleeping.
+    deadline = time.monotonic() + BOUND
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=BOUND).close()
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+
+
+class Server:
+    """One server process, its output copied as it comes."""
+
+    def __init__(self, kind: str, graceful: float | None, events: Events) -> None:
+        _require(kind)
+        self.kind = kind
+        self.lines: list[str] = []
+        self.logged = threading.Condition()
+        env = {**os.environ, EVENTS_ENV: str(events.path), "PYTHONUNBUFFERED": "1"}
+        with _listener(kind) as (fd, self.port):
+            self.process = subprocess.Popen(
+                command(kind, fd, self.port, graceful),
+                pass_fds=[fd] if fd >= 0 else [],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+            )
+        self._copier = threading.Thread(target=self._copy, daemon=True)
+        self._copier.start()
+        if kind == "granian":
+            _await_listening(self.port)
+
+    def _copy(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            with self.logged:
+                self.lines.append(raw.decode(errors="replace"))
+                self.logged.notify_all()
+
+    def output(self) -> str:
+        with self.logged:
+            return "".join(self.lines)
+
+    def wait_logged(self, text: str) -> None:
+        with self.logged:
+            assert self.logged.wait_for(lambda: text in "".join(self.lines), BOUND), self.lines
+
+    def wait_exit(self) -> int:
+        try:
+            returncode = self.process.wait(timeout=BOUND)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                NOT_STOPPED.format(kind=self.kind, timeout=BOUND, output=self.output())
+            ) from None
+        self._copier.join(timeout=BOUND)
+        return returncode
+
+    def kill(self) -> None:
+        """Kill the process if it still runs, and release its pipe."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=BOUND)
+        self._copier.join(timeout=BOUND)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+@contextmanager
+def _events() -> Iterator[Events]:
+    with tempfile.TemporaryDirectory(prefix="shutdown-") as directory:
+        events = Events(Path(directory))
+        try:
+            yield events
+        finally:
+            events.close()
+
+
+def shutdown(
+    kind: str,
+    graceful: float | None,
+    holds: dict[str, float],
+    *signals: signal.Signals,
+    second_after: str = "",
+) -> Shutdown:
+    """Start ``kind``, start one request per route of ``holds``, signal, wait for the exit.
+
+    :param holds: route -> seconds the request runs if nothing stops it.
+    :param signals: sent in order (SIGTERM if none), each after the first once the server
+        logged ``second_after``.
+    """
+    with _events() as events:
+        server = Server(kind, graceful, events)
+        try:
+            rids = {route: uuid.uuid4().hex[:12] for route in holds}
+            clients = {
+                route: Client(server.port, f"/{route}/{rids[route]}?hold={hold}")
+                for route, hold in holds.items()
+            }
+            for rid in rids.values():
+                events.wait(rid, "started")
+            first, *more = signals or (signal.SIGTERM,)
+            signalled_ns = time.monotonic_ns()
+            server.process.send_signal(first)
+            for sig in more:
+                server.wait_logged(second_after)
+                server.process.send_signal(sig)
+            returncode = server.wait_exit()
+            exited_ns = time.monotonic_ns()
+        finally:
+            server.kill()
+        for client in clients.values():
+            client.finish()
+        result = Shutdown(
+            kind,
+            returncode,
+            server.output(),
+            signalled_ns,
+            exited_ns,
+            events.find(LIFESPAN, "shutdown"),
+        )
+        for route, rid in rids.items():
+            tripped, ended = events.find(rid, "tripped"), events.find(rid, "ended")
+            result.requests[route] = Outcome(tripped, ended, clients[route])
+        print(result.figures())  # shown with -s or on failure: the figures of docs/shutdown.md
+        return result
+
+
+def everywhere(hold: float) -> dict[str, float]:
+    return dict.fromkeys(ROUTES, hold)
+
+
+def assert_all_completed(result: Shutdown) -> None:
+    """Every request ran to its end: no trip, a whole 200 response, before the app's shutdown."""
+    for route, outcome in result.requests.items():
+        assert outcome.how == "completed", (route, result.figures())
+        assert outcome.tripped is None, (route, result.figures())
+        assert outcome.client.status == 200, (route, outcome.client.data)
+        assert outcome.client.complete, (route, outcome.client.data)
+        assert outcome.ended is not None
+        assert result.lifespan_shutdown is not None, result.output
+        assert outcome.ended["t_ns"] < result.lifespan_shutdown["t_ns"]
+
+
+def assert_nothing_ran_to_an_end(result: Shutdown) -> None:
+    """The process was killed: the app's code never ended, the token never tripped."""
+    for route, outcome in result.requests.items():
+        assert outcome.ended is None, (route, result.figures())
+        assert outcome.tripped is None, (route, result.figures())
+        assert not outcome.client.complete, (route, outcome.client.data)
+    assert result.lifespan_shutdown is None
+
+
+# -- uvicorn ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["uvicorn-h11", "uvicorn-httptools"])
+def test_uvicorn_without_a_graceful_timeout_waits_for_every_request(kind: str) -> None:
+    """``Server.shutdown`` (uvicorn/server.py) waits for connections and tasks with
+    ``asyncio.wait_for(..., timeout=timeout_graceful_shutdown)``: None, by default, is forever.
+    The requests here end after 1.5 s; one that never ends would hold the shutdown forever."""
+    result = shutdown(kind, None, everywhere(1.5))
+    assert_all_completed(result)
+    assert "Waiting for connections to close." in result.output
+    # The signal is re-raised once the server is done (Server.capture_signals).
+    assert result.returncode == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("kind", ["uvicorn-h11", "uvicorn-httptools"])
+def test_uvicorn_cancels_at_its_graceful_timeout_and_the_token_trips(kind: str) -> None:
+    """Once ``timeout_graceful_shutdown`` runs out, uvicorn cancels every request task
+    (``CancelledError``, uvicorn/server.py ``Server.shutdown``); the middleware cancels the
+    token with ``SHUTDOWN`` and re-raises. A ``def`` endpoint's worker thread is not waited for
+    on asyncio (a native ``Task.cancel()`` goes through anyio's shield), so it sees the token
+    at its next check and stops. uvicorn answers 500 to a request whose response had not
+    started (``run_asgi`` in protocols/http/h11_impl.py and httptools_impl.py) and logs it.
+
+    The stream's token does not trip on SIGTERM: its cancellation crosses a task group
+    (Starlette's ``StreamingResponse``) and takes more loop iterations than uvicorn's lifespan
+    shutdown, after which uvicorn re-raises SIGTERM with the default handler
+    (``capture_signals``) and the process dies before the cancellation reaches the middleware.
+    """
+    result = shutdown(kind, 0.5, everywhere(FOREVER))
+    sync, async_, stream = (result.requests[route] for route in ("sync", "async", "stream"))
+    assert async_.reason == "shutdown"
+    assert async_.how == "CancelledError"
+    assert sync.reason == "shutdown"
+    # The thread stopped because of the token, not because it ran to its end.
+    assert (sync.how, sync.ended and sync.ended["reason"]) == ("OperationCancelled", "shutdown")
+    assert async_.client.status == sync.client.status == 500
+    assert stream.how == "CancelledError"
+    assert stream.reason is None
+    assert stream.client.status == 200
+    assert not stream.client.complete
+    assert "ERROR:    Cancel 3 running task(s), timeout graceful shutdown exceeded" in (
+        result.output
+    )
+    assert result.output.count("ERROR:    Exception in ASGI application") == 2
+    assert result.returncode == -signal.SIGTERM
+
+
+def test_uvicorn_on_sigint_lets_the_cancelled_stream_finish() -> None:
+    """On SIGINT, the signal uvicorn re-raises at the end reaches ``asyncio.Runner``'s own
+    handler, which cancels the main task; the runner then cancels what is left and waits for
+    it, so the stream's cancellation reaches the middleware and its token trips too."""
+    result = shutdown("uvicorn-h11", 0.5, everywhere(FOREVER), signal.SIGINT)
+    assert {route: r.reason for route, r in result.requests.items()} == dict.fromkeys(
+        ROUTES, "shutdown"
+    )
+    assert result.returncode == -signal.SIGINT
+
+
+def test_uvicorn_second_ctrl_c_cancels_every_request_at_once() -> None:
+    """A second SIGINT sets ``force_exit``: uvicorn stops waiting and skips the lifespan
+    shutdown; ``asyncio.Runner`` then cancels every request task, and every token trips with
+    ``SHUTDOWN``, without a graceful timeout."""
+    result = shutdown(
+        "uvicorn-h11",
+        None,
+        everywhere(FOREVER),
+        signal.SIGINT,
+        signal.SIGINT,
+        second_after="Waiting for connections to close.",
+    )
+    assert {route: r.reason for route, r in result.requests.items()} == dict.fromkeys(
+        ROUTES, "shutdown"
+    )
+    assert result.lifespan_shutdown is None
+
+
+# -- hypercorn ----------------------------------------------------------------------------------
+
+
+def test_hypercorn_asyncio_cancels_after_its_graceful_timeout_and_the_token_trips() -> None:
+    """After SIGTERM, hypercorn's main process sets the workers' shutdown event; the worker
+    stops accepting, then waits ``graceful_timeout`` (3 s by default) for its connection tasks
+    and cancels them (``asyncio.wait_for`` in hypercorn/asyncio/run.py ``worker_serve``). Every
+    token trips with ``SHUTDOWN``; the ``def`` endpoint's thread stops at its next check
+    (native cancellation is not held by anyio's shield). A request whose response had not
+    started gets a 500 (``HTTPStream`` on ``send(None)``). The lifespan shutdown comes after."""
+    result = shutdown("hypercorn-asyncio", 0.5, everywhere(FOREVER))
+    assert {route: r.reason for route, r in result.requests.items()} == dict.fromkeys(
+        ROUTES, "shutdown"
+    )
+    sync = result.requests["sync"]
+    assert (sync.how, sync.ended and sync.ended["reason"]) == ("OperationCancelled", "shutdown")
+    assert result.requests["async"].client.status == sync.client.status == 500
+    assert not result.requests["stream"].client.complete
+    assert result.lifespan_shutdown is not None
+    assert all(
+        r.tripped is not None and r.tripped["t_ns"] < result.lifespan_shutdown["t_ns"]
+        for r in result.requests.values()
+    )
+    assert result.returncode == 0
+
+
+def test_hypercorn_trio_holds_a_def_endpoint_until_its_thread_returns() -> None:
+    """On trio, hypercorn cancels the server nursery ``graceful_timeout`` after the shutdown
+    (hypercorn/trio/run.py): async code gets ``trio.Cancelled`` and its token trips with
+    ``SHUTDOWN``. A ``def`` endpoint is different: anyio runs it with
+    ``trio.to_thread.run_sync`` under a shielded scope (``abandon_on_cancel=False``), so the
+    cancellation waits until the thread returns; the thread never sees the token in time, runs
+    to its end, and only then does the token trip, with nobody left to stop. The client gets
+    no response at all."""
+    holds = {"async": FOREVER, "stream": FOREVER, "sync": 2.0}
+    result = shutdown("hypercorn-trio", 0.5, holds)
+    for route in ("async", "stream"):
+        assert result.requests[route].reason == "shutdown"
+        assert result.requests[route].how == "Cancelled"
+    sync = result.requests["sync"]
+    assert sync.how == "completed"
+    assert sync.reason == "shutdown"
+    assert sync.ended is not None
+    assert sync.tripped is not None
+    assert sync.ended["t_ns"] < sync.tripped["t_ns"]
+    assert sync.client.data == b""
+    assert result.returncode == 0
+
+
+# -- granian, daphne, gunicorn ------------------------------------------------------------------
+
+
+def test_granian_waits_for_every_request() -> None:
+    """granian's worker stops accepting and lets hyper finish its connections; its main
+    process waits for the worker with no bound by default (``--workers-kill-timeout`` unset,
+    granian/server/common.py ``_stop_workers``). Nothing is cancelled."""
+    result = shutdown("granian", None, everywhere(1.5))
+    assert_all_completed(result)
+    assert result.returncode == 0
+
+
+def test_granian_kills_its_worker_after_the_kill_timeout_and_the_token_never_trips() -> None:
+    """With ``--workers-kill-timeout``, the main process SIGKILLs a worker that has not
+    stopped: no task is cancelled, no ``finally`` runs, the lifespan shutdown never comes."""
+    result = shutdown("granian", 1, everywhere(FOREVER))
+    assert_nothing_ran_to_an_end(result)
+    assert "Killing worker-1 after it refused to gracefully stop" in result.output
+
+
+def test_daphne_cancels_every_request_at_once() -> None:
+    """daphne has no graceful period: on SIGTERM, Twisted's "before shutdown" trigger
+    ``Server.kill_all_applications`` (daphne/server.py) cancels every application task at once,
+    and every token trips with ``SHUTDOWN``. daphne speaks no lifespan protocol."""
+    result = shutdown("daphne", None, everywhere(FOREVER))
+    assert {route: r.reason for route, r in result.requests.items()} == dict.fromkeys(
+        ROUTES, "shutdown"
+    )
+    sync = result.requests["sync"]
+    assert (sync.how, sync.ended and sync.ended["reason"]) == ("OperationCancelled", "shutdown")
+    assert "Killed 3 pending application instances" in result.output
+    assert result.returncode == 0
+
+
+def test_gunicorn_kills_uvicorn_workers_after_its_graceful_timeout() -> None:
+    """gunicorn sends SIGTERM to its workers and SIGKILLs them after ``--graceful-timeout``
+    (30 s by default, gunicorn/arbiter.py ``Arbiter.stop``). ``UvicornWorker`` sets no
+    ``timeout_graceful_shutdown``, so uvicorn inside waits until it is killed: the token never
+    trips."""
+    result = shutdown("gunicorn-uvicorn", 1, everywhere(FOREVER))
+    assert_nothing_ran_to_an_end(result)
+    assert "Waiting for connections to close." in result.output
+
+
+def test_gunicorn_worker_with_its_own_graceful_timeout_trips_the_token() -> None:
+    """A ``UvicornWorker`` subclass whose ``CONFIG_KWARGS`` sets ``timeout_graceful_shutdown``
+    below gunicorn's ``--graceful-timeout`` behaves as uvicorn does on its own."""
+    # gunicorn takes whole seconds; it must leave uvicorn's timeout the time to run out.
+    result = shutdown(
+        "gunicorn-uvicorn-timeout", math.ceil(WORKER_TIMEOUT) + 1, everywhere(FOREVER)
+    )
+    for route in ("async", "sync"):
+        assert result.requests[route].reason == "shutdown"
+    assert "Cancel 3 running task(s), timeout graceful shutdown exceeded" in result.output
+
+
+# -- ending streams early, as docs/shutdown.md recommends -----------------------------------------
+
+
+def test_example_ends_its_streams_when_shutdown_starts() -> None:
+    """``docs/examples/shutdown.py``: the stream is linked to a token the ``Server`` subclass
+    cancels as soon as shutdown starts. Its graceful timeout is 30 s, longer than this test
+    waits for the exit: the stream ends by itself, with its goodbye event and a complete
+    response, and nothing is cancelled by the server."""
+    with _events() as events:
+        server = Server("example", 30, events)
+        try:
+            client = Client(server.port, "/ticks")
+            client.wait_for(b"data: 0\n\n")
+            server.process.send_signal(signal.SIGTERM)
+            returncode = server.wait_exit()
+        finally:
+            server.kill()
+        client.finish()
+    assert client.status == 200
+    assert client.complete
+    assert b"event: restart\nretry: 2000\ndata: server restarting\n\n" in client.data
+    assert "timeout graceful shutdown exceeded" not in server.output()
+    assert "ERROR" not in server.output()
+    assert returncode == -signal.SIGTERM
