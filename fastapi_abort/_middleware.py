@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
+from starlette.websockets import WebSocketDisconnect
 
 from ._backend import Spawned, spawn
 from ._token import (
@@ -631,6 +632,13 @@ class WebSocketState(RequestState):
 
     def _must_wait(self) -> bool:
         return self._reading or self._pending is not None
+
+    def ended_by(self, exc: BaseException) -> CancellationReason | None:
+        if self.aborted and isinstance(exc, OSError | WebSocketDisconnect):
+            # A send that raced the peer's leaving: the server's OSError, or Starlette's
+            # WebSocketDisconnect made of it. The same quiet ending as OperationCancelled.
+            return CancellationReason.CLIENT_DISCONNECTED
+        return super().ended_by(exc)
 
     async def send(self, message: Message) -> None:
         kind = message["type"]

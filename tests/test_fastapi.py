@@ -4,6 +4,7 @@ None of these needs a client that leaves, so httpx's in-process transport is eno
 """
 
 import logging
+import types
 from typing import Annotated, Any
 
 import httpx
@@ -40,7 +41,12 @@ def client(app: FastAPI) -> httpx.AsyncClient:
 
 
 def test_all_is_exactly_the_public_api() -> None:
-    public = {name for name in dir(fastapi_abort) if not name.startswith("_")}
+    # Submodules (fastapi_abort.testing, fastapi_abort.httpx) are imported on their own.
+    public = {
+        name
+        for name, value in vars(fastapi_abort).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
     assert set(fastapi_abort.__all__) == public
     assert isinstance(fastapi_abort.__all__, tuple)
 

@@ -273,3 +273,37 @@ async def test_another_tokens_cancellation_in_a_websocket_closes_it_with_1011(
     (record,) = caplog.records
     assert record.levelno == logging.ERROR
     assert isinstance(record.exc_info and record.exc_info[1], OperationCancelled)
+
+
+@pytest.mark.parametrize("escaping", ["OSError", "WebSocketDisconnect"])
+async def test_a_send_that_raced_the_peers_leaving_ends_quietly(escaping: str) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    class GoneServer(WebSocketServer):
+        async def send(self, message: Message) -> None:
+            if message["type"] == "websocket.send":
+                raise OSError("the peer is gone")
+            await super().send(message)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        token_of(scope)
+        try:
+            await send({"type": "websocket.send", "text": "tick"})
+        except OSError:
+            if escaping == "WebSocketDisconnect":
+                raise WebSocketDisconnect(1006) from None  # what Starlette's WebSocket does
+            raise
+
+    await serve(app, GoneServer())  # nothing escapes
+
+
+async def test_an_error_from_send_while_the_peer_is_there_is_not_swallowed() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        token_of(scope)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        await serve(app, WebSocketServer())
