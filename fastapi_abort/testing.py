@@ -69,6 +69,7 @@ LIFESPAN_TIMED_OUT = (
     "The app's lifespan {phase} did not finish within {timeout:g} s. Pass lifespan=False to "
     "AbortingClient if the app does not run a lifespan."
 )
+NOT_LIFESPAN = "Expected an ASGI lifespan message, but got '{type}'."
 LIFESPAN_FAILED = "The app's lifespan {phase} failed: {message}"
 NOT_OPEN = (
     "The client is not open: use it as `async with AbortingClient(app) as client:` and send "
@@ -633,8 +634,10 @@ class _Lifespan:
         return {"type": "lifespan.shutdown"}
 
     async def send(self, message: Message) -> None:
-        self.answered = True
         kind = message["type"]
+        if not kind.startswith("lifespan."):
+            raise RuntimeError(NOT_LIFESPAN.format(type=kind))
+        self.answered = True
         if kind.endswith(".failed"):
             self.failure = message.get("message", "")
         if kind.startswith("lifespan.startup."):
