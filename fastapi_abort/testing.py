@@ -46,6 +46,7 @@ __all__ = (
     "leave_after_chunks",
     "leave_mid_upload",
     "leave_on_response_start",
+    "leave_when",
 )
 
 MIDDLEWARE_MISSING = (
@@ -113,8 +114,9 @@ class Leave:
 
     A ``Leave`` serves one request. Once the client has left, every ``receive()`` of the app
     returns ``http.disconnect``, and what the app still sends is recorded but reaches nobody.
-    The other triggers (:func:`leave_after`, :func:`leave_on_response_start`,
-    :func:`leave_after_chunks`, :func:`leave_mid_upload`) also accept :meth:`now`.
+    The other triggers (:func:`leave_when`, :func:`leave_on_response_start`,
+    :func:`leave_after_chunks`, :func:`leave_mid_upload`, :func:`leave_after`) also accept
+    :meth:`now`.
     """
 
     def __init__(self) -> None:
@@ -125,6 +127,7 @@ class Leave:
         # What the factories below set: the moment the client leaves by itself.
         self._name = "Leave()"
         self._seconds: float | None = None
+        self._event: anyio.Event | None = None
         self._on_start = False
         self._chunks: int | None = None
         self._after_bytes: int | None = None
@@ -157,6 +160,8 @@ class Leave:
             raise RuntimeError(LEAVE_REUSED.format(leave=self))
         self._used = True
         self._exchange = exchange
+        if self._event is not None and self._event.is_set():
+            self._left = True
         if self._left:
             exchange.client_leaves()
 
@@ -168,6 +173,9 @@ class Leave:
         """Runs beside the app while the request lasts (cancelled when the app returns)."""
         if self._seconds is not None:
             await anyio.sleep(self._seconds)
+            self.now()
+        elif self._event is not None:
+            await self._event.wait()
             self.now()
 
     def _sent(self, message: Message, body_messages: int) -> None:
@@ -196,6 +204,28 @@ def leave_after(seconds: float) -> Leave:
         raise ValueError(BAD_SECONDS.format(value=seconds))
     leave = Leave()
     leave._name, leave._seconds = f"leave_after({seconds!r})", seconds
+    return leave
+
+
+def leave_when(event: anyio.Event) -> Leave:
+    """The client leaves when ``event`` is set: by the endpoint at the point to test, say.
+
+    ::
+
+        reached = anyio.Event()
+
+        @app.get("/report")
+        async def report(ct: RequestAborted) -> str:
+            reached.set()  # the query starts: the client leaves now
+            return await run_query(ct)
+
+        outcome = await client.get("/report", leave=leave_when(reached))
+
+    An event set before the request starts makes the client leave at once. Set the event on the
+    event loop thread (``anyio.from_thread.run_sync(event.set)`` from a ``def`` endpoint).
+    """
+    leave = Leave()
+    leave._name, leave._event = "leave_when(event)", event
     return leave
 
 

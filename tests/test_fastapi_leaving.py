@@ -22,9 +22,9 @@ from starlette.requests import ClientDisconnect
 from fastapi_abort import CancellationToken, RequestAborted, install
 from fastapi_abort.testing import (
     AbortingClient,
-    Leave,
     leave_after_chunks,
     leave_mid_upload,
+    leave_when,
 )
 
 pytestmark = pytest.mark.anyio
@@ -43,12 +43,6 @@ def quiet_line(path: str) -> re.Pattern[str]:
     return re.compile(rf"[A-Z]+ {re.escape(path)}: 499 Client Closed Request after \d+\.\d{{3}} s")
 
 
-async def leave_when(event: anyio.Event, leave: Leave) -> None:
-    with anyio.fail_after(WAIT):
-        await event.wait()
-    leave.now()
-
-
 async def test_a_dependency_waiting_on_the_token_ends_the_request_with_499() -> None:
     app = FastAPI()
     install(app)
@@ -65,10 +59,8 @@ async def test_a_dependency_waiting_on_the_token_ends_the_request_with_499() -> 
         endpoint_ran.append(True)
         return forecast
 
-    leave = Leave()
-    async with AbortingClient(app) as client, anyio.create_task_group() as tg:
-        tg.start_soon(leave_when, waiting, leave)
-        outcome = await client.get("/weather", leave=leave)
+    async with AbortingClient(app) as client:
+        outcome = await client.get("/weather", leave=leave_when(waiting))
     assert outcome.token_tripped
     assert outcome.status == 499
     assert outcome.aborted_log is not None
@@ -93,10 +85,8 @@ async def test_a_yield_dependency_sees_the_tripped_token_when_it_cleans_up() -> 
         waiting.set()
         await ct.sleep(WAIT)
 
-    leave = Leave()
-    async with AbortingClient(app) as client, anyio.create_task_group() as tg:
-        tg.start_soon(leave_when, waiting, leave)
-        outcome = await client.get("/report", leave=leave)
+    async with AbortingClient(app) as client:
+        outcome = await client.get("/report", leave=leave_when(waiting))
     assert at_cleanup == [True]
     assert outcome.status == 499
     assert outcome.aborted_log is not None
@@ -114,10 +104,8 @@ async def test_a_def_endpoint_in_a_worker_thread_stops_when_the_client_leaves() 
         ct.throw_if_cancellation_requested()
         return "exported"
 
-    leave = Leave()
-    async with AbortingClient(app) as client, anyio.create_task_group() as tg:
-        tg.start_soon(leave_when, waiting, leave)
-        outcome = await client.get("/export", leave=leave)
+    async with AbortingClient(app) as client:
+        outcome = await client.get("/export", leave=leave_when(waiting))
     assert outcome.token_tripped
     assert outcome.status == 499
     assert outcome.aborted_log is not None
@@ -253,10 +241,8 @@ async def test_background_tasks_never_run_for_a_request_whose_client_left_first(
         await ct.sleep(WAIT)
         return {"order": order}
 
-    leave = Leave()
-    async with AbortingClient(app) as client, anyio.create_task_group() as tg:
-        tg.start_soon(leave_when, waiting, leave)
-        outcome = await client.post("/orders/7", leave=leave)
+    async with AbortingClient(app) as client:
+        outcome = await client.post("/orders/7", leave=leave_when(waiting))
     assert outcome.status == 499
     assert outcome.token_tripped
     assert receipts == []

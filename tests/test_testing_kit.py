@@ -37,6 +37,7 @@ from fastapi_abort.testing import (
     CLIENT_LEFT,
     CLIENT_THERE,
     CONTENT_AND_JSON,
+    EXPECTED_BODY,
     EXPECTED_START,
     LEAVE_REUSED,
     LIFESPAN_FAILED,
@@ -54,6 +55,7 @@ from fastapi_abort.testing import (
     leave_after_chunks,
     leave_mid_upload,
     leave_on_response_start,
+    leave_when,
 )
 
 pytestmark = pytest.mark.anyio
@@ -305,6 +307,42 @@ async def test_a_manual_leave_from_a_test_task_trips_the_token() -> None:
     assert outcome.status == 499
 
 
+async def test_leave_when_leaves_as_the_endpoint_sets_the_event() -> None:
+    app = FastAPI()
+    install(app)
+    reached = anyio.Event()
+    seen: list[bool] = []
+
+    @app.get("/report")
+    async def report(ct: RequestAborted) -> None:
+        seen.append(ct.is_cancellation_requested)
+        reached.set()
+        await ct.wait()
+        seen.append(ct.is_cancellation_requested)
+        ct.throw_if_cancellation_requested()
+
+    async with AbortingClient(app) as client:
+        outcome = await client.get("/report", leave=leave_when(reached))
+    assert seen == [False, True]
+    assert outcome.token_tripped
+    assert outcome.status == 499
+
+
+async def test_leave_when_an_event_already_set_leaves_at_once() -> None:
+    received: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        received.extend(await read_until_disconnect(receive))
+        await respond(send)
+
+    gone = anyio.Event()
+    gone.set()
+    async with raw_client(app) as client:
+        outcome = await client.get("/", leave=leave_when(gone))
+    assert outcome.client_left_before_completion
+    assert received == [{"type": "http.disconnect"}]
+
+
 async def test_a_leave_made_before_the_request_means_the_client_is_gone_from_the_start() -> None:
     received: list[Message] = []
 
@@ -490,6 +528,7 @@ def test_triggers_show_how_they_were_made() -> None:
     assert repr(leave_on_response_start()) == "leave_on_response_start()"
     assert repr(leave_after_chunks(3)) == "leave_after_chunks(3)"
     assert repr(leave_mid_upload(10)) == "leave_mid_upload(after_bytes=10)"
+    assert repr(leave_when(anyio.Event())) == "leave_when(event)"
     assert repr(Leave()) == "Leave()"
 
 
@@ -587,25 +626,28 @@ async def test_json_and_content_together_are_refused() -> None:
             await client.post("/", content=b"x", json={})
 
 
-async def test_a_body_before_the_response_start_fails_as_on_uvicorn() -> None:
+START: Message = {"type": "http.response.start", "status": 200, "headers": []}
+LAST: Message = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+@pytest.mark.parametrize(
+    ("messages", "error"),
+    [
+        ([LAST], EXPECTED_START.format(type="http.response.body")),
+        ([START, START], EXPECTED_BODY.format(type="http.response.start")),
+        ([START, LAST, LAST], AFTER_COMPLETE.format(type="http.response.body")),
+    ],
+)
+async def test_messages_out_of_order_fail_as_on_uvicorn(
+    messages: list[Message], error: str
+) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        for message in messages:
+            await send(message)
 
     async with raw_client(app) as client:
-        with pytest.raises(RuntimeError) as caught:
+        with pytest.raises(RuntimeError, match=exactly(error)):
             await client.get("/")
-    assert str(caught.value) == EXPECTED_START.format(type="http.response.body")
-
-
-async def test_a_message_after_the_complete_response_fails_as_on_uvicorn() -> None:
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await respond(send)
-        await send({"type": "http.response.body", "body": b"more", "more_body": False})
-
-    async with raw_client(app) as client:
-        with pytest.raises(RuntimeError) as caught:
-            await client.get("/")
-    assert str(caught.value) == AFTER_COMPLETE.format(type="http.response.body")
 
 
 async def test_a_client_that_leaves_after_the_response_trips_nothing() -> None:
