@@ -699,6 +699,11 @@ class AbortingClient:
     does on a message out of order, and quietly does nothing once the client has left (it still
     records the message). Requests may run concurrently.
 
+    Edge cases: an app that reads after the client left gets ``http.disconnect``, every time. An
+    app that never reads its body leaves it unread (only :func:`leave_mid_upload` depends on
+    reads). An app that returns without a response gets ``status`` None (uvicorn would answer
+    500 for it). An app that never returns is cancelled after ``timeout``.
+
     Entering the client runs the app's lifespan startup, leaving it runs the shutdown (as
     uvicorn's ``lifespan="auto"``: an app that raises on the lifespan scope before answering is
     taken to have none). What the lifespan yields is in each request's ``scope["state"]``.

@@ -650,6 +650,17 @@ async def test_messages_out_of_order_fail_as_on_uvicorn(
             await client.get("/")
 
 
+async def test_an_app_that_returns_without_a_response_has_no_status() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+    async with raw_client(app) as client:
+        outcome = await client.get("/")
+    assert outcome.status is None
+    assert outcome.messages == ()
+    assert not outcome.response_complete
+
+
 async def test_a_client_that_leaves_after_the_response_trips_nothing() -> None:
     leave = Leave()
 
@@ -803,6 +814,18 @@ async def test_a_lifespan_failure_message_is_raised() -> None:
         async with AbortingClient(app):
             pass
     assert str(caught.value) == LIFESPAN_FAILED.format(phase="startup", message="no database")
+
+
+async def test_lifespan_false_never_calls_the_app_with_a_lifespan_scope() -> None:
+    scope_types: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope_types.append(scope["type"])
+        await respond(send)
+
+    async with AbortingClient(watched(app), lifespan=False) as client:
+        await client.get("/")
+    assert scope_types == ["http"]
 
 
 async def test_an_app_without_a_lifespan_is_served_all_the_same() -> None:
