@@ -145,7 +145,6 @@ async def test_leaving_after_a_delay_trips_the_token_and_ends_with_the_quiet_499
     assert outcome.client_left
     assert outcome.client_left_before_completion
     assert outcome.left_after is not None
-    assert outcome.left_after >= 0.05
     assert outcome.token_tripped
     assert outcome.reason is CancellationReason.CLIENT_DISCONNECTED
     assert outcome.status == 499
