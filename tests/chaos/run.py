@@ -22,7 +22,7 @@ SETTLE_SECONDS = 30.0
 DRAIN_EVERY = 250
 #: How much resident memory may grow from after the warm-up to after the run. See
 #: docs/reliability.md for how it was chosen.
-MEMORY_BOUND_KIB = 8 * 1024
+MEMORY_BOUND_KIB = 16 * 1024
 
 
 @dataclass
@@ -127,12 +127,12 @@ def run_chaos(
     app: str = APP,
 ) -> Report:
     """Start ``kind`` with the chaos app, run ``requests`` steps of the plan of ``seed`` (after
-    ``warmup`` steps, twice the concurrency by default), and account for every one.
+    ``warmup`` steps, as many by default), and account for every one.
 
     ``app``: the app to serve, ``module:attribute`` (the chaos app unless told otherwise).
     """
     if warmup is None:
-        warmup = 2 * concurrency
+        warmup = requests
     with tempfile.TemporaryDirectory() as tmp:
         path = log or Path(tmp) / "server.log"
         with running(kind, app, path) as server:
