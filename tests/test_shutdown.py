@@ -405,9 +405,10 @@ def test_uvicorn_cancels_at_its_graceful_timeout_and_the_token_trips(kind: str) 
     """Once ``timeout_graceful_shutdown`` runs out, uvicorn cancels every request task
     (``CancelledError``, uvicorn/server.py ``Server.shutdown``); the middleware cancels the
     token with ``SHUTDOWN`` and re-raises. A ``def`` endpoint's worker thread is not waited for
-    on asyncio (a native ``Task.cancel()`` goes through anyio's shield), so it sees the token
-    at its next check and stops. uvicorn answers 500 to a request whose response had not
-    started (``run_asgi`` in protocols/http/h11_impl.py and httptools_impl.py) and logs it.
+    on asyncio (a native ``Task.cancel()`` goes through anyio's shield): its token trips at
+    once too, and the thread stops at its next check if the process still lives. uvicorn
+    answers 500 to a request whose response had not started (``run_asgi`` in
+    protocols/http/h11_impl.py and httptools_impl.py) and logs it.
 
     The stream's token does not trip on SIGTERM: its cancellation crosses a task group
     (Starlette's ``StreamingResponse``) and takes more loop iterations than uvicorn's lifespan
@@ -419,8 +420,12 @@ def test_uvicorn_cancels_at_its_graceful_timeout_and_the_token_trips(kind: str) 
     assert async_.reason == "shutdown"
     assert async_.how == "CancelledError"
     assert sync.reason == "shutdown"
-    # The thread stopped because of the token, not because it ran to its end.
-    assert (sync.how, sync.ended and sync.ended["reason"]) == ("OperationCancelled", "shutdown")
+    # The thread stops at its next check of the token, unless the re-raised SIGTERM (below)
+    # ends the process first: uvicorn does not wait for a thread it stopped waiting for.
+    assert (sync.how, sync.ended and sync.ended["reason"]) in (
+        ("OperationCancelled", "shutdown"),
+        (None, None),
+    )
     assert async_.client.status == sync.client.status == 500
     assert stream.how == "CancelledError"
     assert stream.reason is None
