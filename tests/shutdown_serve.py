@@ -77,6 +77,8 @@ def command(kind: str, fd: int, port: int, graceful: float | None) -> list[str]:
         timeout = [] if graceful is None else ["--graceful-timeout", _whole(kind, graceful)]
         return [
             *(python, "-m", "gunicorn", "--bind", f"fd://{fd}", "--workers", "1"),
+            # Else every gunicorn on the machine shares ~/.gunicorn/gunicorn.ctl (gunicorn 25.1+).
+            "--no-control-socket",
             *("--worker-class", GUNICORN[kind], "--log-level", "info", *timeout, APP),
         ]
     raise ValueError(UNKNOWN.format(kind=kind, kinds=KINDS))
