@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -95,7 +95,6 @@ DEFAULT_TIMEOUT = 10.0
 Content = bytes | Iterable[bytes] | AsyncIterable[bytes]
 HeaderInput = Mapping[str, str] | Sequence[tuple[str, str]]
 
-_DISCONNECT: Message = {"type": "http.disconnect"}
 _logger = logging.getLogger("fastapi_abort")
 
 
@@ -319,7 +318,7 @@ class RequestOutcome:
     aborted_log: logging.LogRecord | None
     request_body_read: int
     elapsed: float
-    exception: Exception | None = field(default=None)
+    exception: Exception | None = None
 
     @property
     def body(self) -> bytes:
@@ -462,8 +461,11 @@ class _Exchange:
         self.body_read = 0
         self.receiving = 0
         self._source = body
-        self._body: _Body | None = body
-        self._pulling: anyio.CancelScope | None = None
+        self._body_done = False
+        # The next message of the body, pulled from the client (see upload()).
+        self._pulled: tuple[bytes, bool] | None = None
+        self._wanted = anyio.Event()
+        self._uploading = anyio.CancelScope()
         self._changed = anyio.Event()
 
     # -- the client ----------------------------------------------------------------------------
@@ -473,8 +475,7 @@ class _Exchange:
             return
         self.left_after = time.perf_counter() - self.started_at
         self.left_before_completion = not self.response_complete
-        if self._pulling is not None:
-            self._pulling.cancel()  # the upload the app waits for is not coming
+        self._uploading.cancel()  # the rest of the body is not coming
         self._notify()
 
     def _notify(self) -> None:
@@ -503,7 +504,6 @@ class _Exchange:
     async def close_body(self) -> None:
         # An upload the app stopped reading: finish the caller's async generator here, not at
         # garbage collection.
-        self._body = None
         await self._source.aclose()
 
     async def _check_middleware(self) -> None:
@@ -524,37 +524,51 @@ class _Exchange:
         await self._check_middleware()
         self.receiving += 1
         try:
-            if self._body is not None and self.left_after is None and not self.response_complete:
+            if not self._body_done and self.left_after is None and not self.response_complete:
                 message = await self._body_message()
                 if message is not None:
                     return message
             while self.left_after is None and not self.response_complete and not self.finished:
                 await self._changed.wait()
-            return _DISCONNECT
+            return {"type": "http.disconnect"}
         finally:
             self.receiving -= 1
 
     async def _body_message(self) -> Message | None:
-        body = self._body
-        assert body is not None
         limit = self.leave._after_bytes
         if limit is not None and self.body_read >= limit:
             self.leave.now()
             return None
-        with anyio.CancelScope() as self._pulling:
-            chunk, more = await body.next()
-        self._pulling = None
-        if self.left_after is not None:
-            return None
+        while self._pulled is None:
+            if self.left_after is not None or self.response_complete:
+                return None
+            self._wanted.set()
+            await self._changed.wait()
+        (chunk, more), self._pulled = self._pulled, None
         reached = limit is not None and (self.body_read + len(chunk) >= limit or not more)
         if limit is not None and self.body_read + len(chunk) > limit:
             chunk, more = chunk[: limit - self.body_read], True
         self.body_read += len(chunk)
-        if not more:
-            self._body = None
+        self._body_done = not more
         if reached:
             self.leave.now()
         return {"type": "http.request", "body": chunk, "more_body": more}
+
+    async def upload(self) -> None:
+        """The client sends the next chunk of its body when a ``receive()`` wants one.
+
+        A task of its own, so that a ``receive()`` cancelled while it waits for a chunk (as in
+        ``Request.is_disconnected()``) does not cancel the caller's async iterable: the chunk
+        is delivered to the next ``receive()``, as a server would have buffered it.
+        """
+        with self._uploading:
+            more = True
+            while more:
+                await self._wanted.wait()
+                self._wanted = anyio.Event()
+                chunk, more = await self._source.next()
+                self._pulled = chunk, more
+                self._notify()
 
     async def send(self, message: Message) -> None:
         await self._check_middleware()
@@ -855,6 +869,7 @@ class AbortingClient:
             async with anyio.create_task_group() as task_group:
                 task_group.start_soon(trigger._run)
                 task_group.start_soon(exchange.watchdog, limit)
+                task_group.start_soon(exchange.upload)
                 await exchange.run(self.app)
                 task_group.cancel_scope.cancel()
         finally:

@@ -41,11 +41,13 @@ from fastapi_abort.testing import (
     EXPECTED_START,
     LEAVE_REUSED,
     LIFESPAN_FAILED,
+    LIFESPAN_TIMED_OUT,
     MIDDLEWARE_MISSING,
     NO_RESPONSE,
     NOT_OPEN,
     NOT_READING,
     READING,
+    RESPONSE_COMPLETE,
     RESPONSE_STARTED,
     TIMED_OUT,
     AbortingClient,
@@ -483,6 +485,33 @@ async def test_an_upload_waiting_for_its_next_chunk_is_cancelled_when_the_client
     assert closed.is_set()
 
 
+async def test_a_receive_cancelled_while_a_chunk_is_on_its_way_loses_nothing() -> None:
+    sent = anyio.Event()
+
+    async def upload() -> AsyncIterator[bytes]:
+        await sent.wait()
+        yield b"first"
+        yield b"second"
+
+    received: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        with anyio.CancelScope() as peek:  # what Request.is_disconnected() does
+            peek.cancel()
+            await receive()
+        sent.set()
+        received.extend([await receive() for _ in range(3)])
+        await respond(send)
+
+    async with raw_client(app) as client:
+        await client.post("/", content=upload())
+    assert [(m["body"], m["more_body"]) for m in received] == [
+        (b"first", True),
+        (b"second", True),
+        (b"", False),
+    ]
+
+
 async def test_an_upload_the_app_stopped_reading_is_closed_with_the_request() -> None:
     closed = anyio.Event()
 
@@ -737,6 +766,23 @@ async def test_the_timeout_error_says_what_was_sent_and_when_the_client_left() -
     )
 
 
+async def test_the_timeout_error_names_a_background_task_that_never_ends() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send)
+        await anyio.sleep_forever()
+
+    async with raw_client(app, timeout=0.2) as client:
+        with pytest.raises(TimeoutError) as caught:
+            await client.get("/done")
+    assert str(caught.value) == TIMED_OUT.format(
+        request="GET /done",
+        timeout=0.2,
+        response=RESPONSE_COMPLETE,
+        reading=NOT_READING,
+        client=CLIENT_THERE.format(leave=None),
+    )
+
+
 async def test_app_exceptions_are_raised_or_kept_in_the_outcome() -> None:
     app = FastAPI()
     install(app)
@@ -825,6 +871,17 @@ async def test_lifespan_false_never_calls_the_app_with_a_lifespan_scope() -> Non
     async with AbortingClient(watched(app), lifespan=False) as client:
         await client.get("/")
     assert scope_types == ["http"]
+
+
+async def test_a_lifespan_that_never_answers_is_bounded() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await anyio.sleep_forever()
+
+    with pytest.raises(
+        TimeoutError, match=exactly(LIFESPAN_TIMED_OUT.format(phase="startup", timeout=0.2))
+    ):
+        async with AbortingClient(app, timeout=0.2):
+            pass
 
 
 async def test_an_app_without_a_lifespan_is_served_all_the_same() -> None:
