@@ -39,6 +39,7 @@ from tests.proxy.nginx import (
     COLUMNS,
     NGINX_MISSING,
     Nginx,
+    Settings,
     nginx_installed,
     nginx_version,
     run_nginx,
@@ -62,7 +63,7 @@ STAY_SECONDS = 0.5
 ACCESS_LINE = '"{method} {path} HTTP/1.1" '
 #: An error-log line: date, time, [level], pid#tid, then *connection and the message.
 ERROR_LINE = re.compile(
-    r"^\S+ \S+ \[(?P<level>\w+)\] \d+#\d+: (?:\*(?P<connection>\d+) )?(?P<message>.*?)"
+    r"^\S+ \S+ \[(?P<level>\w+)\] \d+#\d+: (?:\*\d+ )?(?P<message>.*?)"
     r"(?:, client: .*)?$"
 )
 #: The error-log levels nginx may use for what these tests do, and the warnings it may give.
@@ -133,8 +134,8 @@ def matrix() -> Matrix:
     directory = Path(os.environ.get(MATRIX_DIR_VARIABLE) or DEFAULT_MATRIX_DIR)
     directory.mkdir(parents=True, exist_ok=True)
     # One run per file: start the columns afresh.
-    for column in COLUMNS:
-        (directory / f"{column}.jsonl").write_text("")
+    for settings in COLUMNS:
+        (directory / f"{settings.name}.jsonl").write_text("")
     packages = ("fastapi-abort", "fastapi", "starlette", "anyio", "uvicorn", "httptools", "uvloop")
     versions = {name: importlib.metadata.version(name) for name in packages}
     versions["nginx"] = nginx_version()
@@ -177,12 +178,12 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     assert not noisy, output
 
 
-@pytest.fixture(scope="module", params=list(COLUMNS))
+@pytest.fixture(scope="module", params=COLUMNS, ids=lambda settings: settings.name)
 def proxy(
     request: pytest.FixtureRequest, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Nginx]:
-    column: str = request.param
-    with run_nginx(column, upstream.port, tmp_path_factory.mktemp(column)) as nginx:
+    settings: Settings = request.param
+    with run_nginx(upstream.port, settings, tmp_path_factory.mktemp(settings.name)) as nginx:
         yield nginx
     lines = nginx.error_log.read_text().splitlines()
     loud = [

@@ -44,6 +44,8 @@ LOG_TIMEOUT = 15.0
 class Settings:
     """One proxy configuration: a column of the results."""
 
+    #: The column's name in the results.
+    name: str
     #: An ``upstream`` block with ``keepalive 16``, HTTP/1.1 and no ``Connection: close``.
     upstream_keepalive: bool
     #: ``proxy_buffering`` (of responses).
@@ -52,16 +54,19 @@ class Settings:
     request_buffering: bool
 
 
-COLUMNS = {
-    "nginx-default": Settings(upstream_keepalive=False, buffering=True, request_buffering=True),
-    "nginx-keepalive": Settings(upstream_keepalive=True, buffering=True, request_buffering=True),
-    "nginx-buffering-off": Settings(
-        upstream_keepalive=False, buffering=False, request_buffering=False
+COLUMNS = (
+    Settings("nginx-default", upstream_keepalive=False, buffering=True, request_buffering=True),
+    Settings("nginx-keepalive", upstream_keepalive=True, buffering=True, request_buffering=True),
+    Settings(
+        "nginx-buffering-off", upstream_keepalive=False, buffering=False, request_buffering=False
     ),
-    "nginx-keepalive-buffering-off": Settings(
-        upstream_keepalive=True, buffering=False, request_buffering=False
+    Settings(
+        "nginx-keepalive-buffering-off",
+        upstream_keepalive=True,
+        buffering=False,
+        request_buffering=False,
     ),
-}
+)
 
 #: Enough to tell requests apart in the log: the request line (which carries the request id),
 #: the status, the connection and its request count, what the upstream answered and when.
@@ -207,7 +212,6 @@ class LogFeed:
 class Nginx:
     """A running nginx: where it listens, where it logs, and its log lines as they come."""
 
-    column: str
     settings: Settings
     port: int
     directory: Path
@@ -215,6 +219,10 @@ class Nginx:
     error_log: Path
     feed: LogFeed
     process: subprocess.Popen[bytes]
+
+    @property
+    def column(self) -> str:
+        return self.settings.name
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=20)
@@ -260,9 +268,9 @@ def _probe(port: int, process: subprocess.Popen[bytes], error_log: Path) -> None
 
 
 @contextmanager
-def run_nginx(column: str, upstream_port: int, directory: Path) -> Iterator[Nginx]:
-    """Run nginx with the settings of ``column`` in front of ``127.0.0.1:upstream_port``."""
-    settings = COLUMNS[column]
+def run_nginx(upstream_port: int, settings: Settings, directory: Path) -> Iterator[Nginx]:
+    """Run nginx configured by ``settings`` in front of ``127.0.0.1:upstream_port``, with its
+    config, pid file, logs and temporary files in ``directory``."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(256)
@@ -284,7 +292,6 @@ def run_nginx(column: str, upstream_port: int, directory: Path) -> Iterator[Ngin
     try:
         _probe(port, process, error_log)
         yield Nginx(
-            column=column,
             settings=settings,
             port=port,
             directory=directory,
