@@ -101,6 +101,26 @@ async def read_until_disconnect(receive: Receive) -> list[Message]:
     return messages
 
 
+async def nothing(receive: Receive) -> None:
+    pass
+
+
+async def three_messages_read(
+    content: Any, before: Callable[[Receive], Awaitable[None]] = nothing
+) -> list[tuple[bytes, bool]]:
+    """POST ``content`` to an app that calls ``before``, then reads three messages."""
+    received: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await before(receive)
+        received.extend([await receive() for _ in range(3)])
+        await respond(send)
+
+    async with raw_client(app) as client:
+        await client.post("/", content=content)
+    return [(m["body"], m["more_body"]) for m in received]
+
+
 def slow_app() -> FastAPI:
     """/slow waits for its token; /quick answers at once."""
     app = FastAPI()
@@ -493,19 +513,13 @@ async def test_a_receive_cancelled_while_a_chunk_is_on_its_way_loses_nothing() -
         yield b"first"
         yield b"second"
 
-    received: list[Message] = []
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        with anyio.CancelScope() as peek:  # what Request.is_disconnected() does
-            peek.cancel()
+    async def peek(receive: Receive) -> None:
+        with anyio.CancelScope() as scope:  # what Request.is_disconnected() does
+            scope.cancel()
             await receive()
         sent.set()
-        received.extend([await receive() for _ in range(3)])
-        await respond(send)
 
-    async with raw_client(app) as client:
-        await client.post("/", content=upload())
-    assert [(m["body"], m["more_body"]) for m in received] == [
+    assert await three_messages_read(upload(), before=peek) == [
         (b"first", True),
         (b"second", True),
         (b"", False),
@@ -603,20 +617,12 @@ async def read_into(messages: list[Message], receive: Receive) -> None:
 
 
 async def test_a_sync_iterable_body_is_one_message_per_chunk_then_an_empty_last_one() -> None:
-    received: list[Message] = []
-
     def upload() -> Iterator[bytes]:
         yield b"a"
         yield b""  # never delivered on its own
         yield b"b"
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        received.extend([await receive() for _ in range(3)])
-        await respond(send)
-
-    async with raw_client(app) as client:
-        await client.post("/", content=upload())
-    assert [(m["body"], m["more_body"]) for m in received] == [
+    assert await three_messages_read(upload()) == [
         (b"a", True),
         (b"b", True),
         (b"", False),
