@@ -376,8 +376,10 @@ async def stats(
     # Unreachable cycles found now were left by the run (the library promises none of its own).
     collected = gc.collect()
     with anyio.move_on_after(timeout):
-        while live.in_flight or _task_count() > tasks_at_most or (
-            tasks_at_most != sys.maxsize and any(_live_library_objects(current).values())
+        while (
+            live.in_flight
+            or _task_count() > tasks_at_most
+            or (tasks_at_most != sys.maxsize and any(_live_library_objects(current).values()))
         ):
             await anyio.sleep(0.02)
             collected += gc.collect()
