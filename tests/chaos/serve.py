@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import resource
 import socket
 import subprocess
 import sys
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.system import raise_nofile
 from tests.chaos.logs import configure_logging
 from tests.serve import KINDS, UVICORN
 
@@ -32,6 +32,12 @@ BACKLOG = 4096
 #: stream; ``asyncio/tcp_server.py`` waits for ``_idle_timeout``), so the run's settling waits
 #: that long. The client reuses only connections idle for less (``client.REUSE_SECONDS``).
 KEEP_ALIVE_SECONDS = 5
+
+
+def raise_nofile() -> None:
+    """Raise the soft limit on open files to the hard limit (the run opens hundreds at once)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def load(ref: str) -> Any:
