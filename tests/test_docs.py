@@ -214,3 +214,15 @@ def test_websocket_example(caplog: pytest.LogCaptureFixture) -> None:
     anyio.run(session)
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send"]
     assert [r for r in caplog.records if r.name == "fastapi_abort"] == []
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize(
+    "test",
+    [
+        "test_the_draw_stops_when_the_player_leaves",
+        "test_the_ticker_stops_after_the_lines_the_reader_saw",
+    ],
+)
+def test_the_testing_kit_example(test: str, backend: str) -> None:
+    anyio.run(getattr(example("testing_kit"), test), backend=backend)

@@ -1,5 +1,6 @@
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
@@ -23,10 +24,13 @@ async def chat(prompt: str, ct: RequestAborted) -> StreamingResponse:
     async def events() -> AsyncIterator[str]:
         sent = 0
         try:
-            async for token in generate(prompt):
-                yield f"data: {token}\n\n"
-                sent += 1
-                await ct.sleep(0.2)  # or: with ct.scope(): around the call for the next token
+            # aclosing: a stream cut short closes the model's generator at once, rather than
+            # leaving it to the garbage collector (which trio warns about).
+            async with aclosing(generate(prompt)) as tokens:
+                async for token in tokens:
+                    yield f"data: {token}\n\n"
+                    sent += 1
+                    await ct.sleep(0.2)  # or: with ct.scope(): around the next token's await
         finally:
             logger.info("sent %d tokens", sent)
 
