@@ -1,0 +1,180 @@
+"""Raw clients: HTTP/1.1 over a plain socket, HTTP/2 prior knowledge (h2c) with the h2 package.
+
+Both leave the way a real client does: ``close`` (FIN), ``rst`` (``SO_LINGER`` 0: RST), and
+``half_close`` (``shutdown(SHUT_WR)``: FIN, but the client still reads). ``leave`` returns the
+``time.monotonic_ns()`` taken just before, the start of the detection delay.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+
+How = Literal["close", "rst", "half_close"]
+
+HOST = "127.0.0.1"
+CLOSED_EARLY = "the server closed the connection before {what}; received so far: {data!r}"
+
+
+def leave(sock: socket.socket, how: How) -> int:
+    """Leave the way ``how`` says; the monotonic time just before, in ns."""
+    if how == "rst":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    t0 = time.monotonic_ns()
+    if how == "half_close":
+        sock.shutdown(socket.SHUT_WR)
+    else:
+        sock.close()
+    return t0
+
+
+# -- HTTP/1.1 ----------------------------------------------------------------------------------
+
+
+def request_bytes(
+    path: str,
+    method: str = "GET",
+    body: bytes = b"",
+    headers: tuple[tuple[str, str], ...] = (),
+    length: int | None = None,
+) -> bytes:
+    """One HTTP/1.1 request; ``length`` overrides the Content-Length (a body sent later)."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\n"
+    size = len(body) if length is None else length
+    if size or method == "POST":
+        head += f"Content-Length: {size}\r\nContent-Type: application/octet-stream\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers)
+    return head.encode() + b"\r\n" + body
+
+
+def read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
+    """Read until ``marker`` was received; everything received."""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(CLOSED_EARLY.format(what=repr(marker), data=data))
+        data += chunk
+    return data
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """Read one complete response with a Content-Length body (the ``/quick`` ones)."""
+    data = read_until(sock, b"\r\n\r\n")
+    head, _, body = data.partition(b"\r\n\r\n")
+    found = re.search(rb"(?i)content-length: (\d+)", head)
+    if found is None:
+        raise ConnectionError(f"no Content-Length in {head!r}")
+    while len(body) < int(found.group(1)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(CLOSED_EARLY.format(what="the body", data=data))
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+# -- HTTP/2 ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stream:
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    ended: bool = False
+    reset: bool = False
+
+
+class H2Client:
+    """An HTTP/2 client over cleartext with prior knowledge, blocking, one thread."""
+
+    def __init__(self, port: int, timeout: float = 20.0) -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.authority = f"{HOST}:{port}"
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self.conn = h2.connection.H2Connection(config=config)
+        self.conn.initiate_connection()
+        self.streams: dict[int, Stream] = {}
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def _pump(self) -> None:
+        """Read once from the socket and handle what arrived."""
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError(CLOSED_EARLY.format(what="the exchange ended", data=b""))
+        for event in self.conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                self.streams[event.stream_id].headers = list(event.headers)
+            elif isinstance(event, h2.events.DataReceived):
+                self.streams[event.stream_id].body += event.data
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                self.streams[event.stream_id].ended = True
+            elif isinstance(event, h2.events.StreamReset):
+                self.streams[event.stream_id].reset = True
+        self._flush()
+
+    def request(self, path: str, method: str = "GET", body: bytes = b"") -> int:
+        """Open a stream and send the whole request (flow control respected); its id."""
+        sid = self.conn.get_next_available_stream_id()
+        self.streams[sid] = Stream()
+        headers = [
+            (b":method", method.encode()),
+            (b":path", path.encode()),
+            (b":scheme", b"http"),
+            (b":authority", self.authority.encode()),
+        ]
+        if body:
+            headers.append((b"content-length", str(len(body)).encode()))
+        self.conn.send_headers(sid, headers, end_stream=not body)
+        self._flush()
+        sent = 0
+        while sent < len(body):
+            window = min(
+                self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size
+            )
+            if window <= 0:
+                self._pump()
+                continue
+            chunk = body[sent : sent + window]
+            sent += len(chunk)
+            self.conn.send_data(sid, chunk, end_stream=sent == len(body))
+            self._flush()
+        return sid
+
+    def read_until(self, sid: int, marker: bytes) -> bytes:
+        stream = self.streams[sid]
+        while marker not in stream.body:
+            if stream.ended or stream.reset:
+                raise ConnectionError(CLOSED_EARLY.format(what=repr(marker), data=stream.body))
+            self._pump()
+        return stream.body
+
+    def read_response(self, sid: int) -> Stream:
+        """Read until the stream ended (or was reset by the server)."""
+        stream = self.streams[sid]
+        while not (stream.ended or stream.reset):
+            self._pump()
+        return stream
+
+    def reset(self, sid: int) -> int:
+        """Reset one stream (RST_STREAM, CANCEL); the monotonic time just before, in ns."""
+        t0 = time.monotonic_ns()
+        self.conn.reset_stream(sid, error_code=h2.errors.ErrorCodes.CANCEL)
+        self._flush()
+        return t0
+
+    def close(self) -> None:
+        self.sock.close()
