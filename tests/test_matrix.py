@@ -16,7 +16,8 @@ import pytest
 from tests.matrix import records
 from tests.matrix.events import Collector
 from tests.matrix.expected import EXPECTED, measured
-from tests.matrix.scenarios import RUN, Cell
+from tests.matrix.page import PAGE, TITLES, page_words, word
+from tests.matrix.scenarios import RUN, SCENARIOS, Cell
 from tests.matrix.servers import BY_NAME, COLUMNS, Column, Server
 
 pytestmark = pytest.mark.server
@@ -83,3 +84,12 @@ def _column_tests(column: Column) -> type:
 
 for _column in COLUMNS:
     globals()[_column.class_name] = _column_tests(_column)
+
+
+def test_the_servers_page_says_what_the_expected_table_says() -> None:
+    # The committed page, regenerated from a run, must not go stale when the table changes.
+    words = page_words(PAGE.read_text())
+    for column in COLUMNS:
+        for scenario in SCENARIOS:
+            expected = word(EXPECTED[column.name][scenario])
+            assert words[(column.title, TITLES[scenario])] == expected, (column.name, scenario)
