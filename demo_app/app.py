@@ -1,6 +1,5 @@
 """The demo app: every example in its own module, an index that links them, and the live panel."""
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from starlette.types import ASGIApp
 
-from demo_app import lottery, panel, report, slow, stream, sync_work
+from demo_app import deadline, legacy, lottery, panel, report, slow, stream, sync_work, ticker
 from fastapi_abort import install
 
 INDEX = """<!doctype html>
@@ -18,7 +17,7 @@ INDEX = """<!doctype html>
 <style>
   body { font-family: sans-serif; max-width: 50em; margin: 2em auto; }
   td, th { padding: 0.2em 0.8em; text-align: left; }
-  .cancelled { color: #b00; } .running { color: #777; }
+  .cancelled, .deadline { color: #b00; } .running { color: #777; }
 </style>
 <h1>fastapi-abort demo</h1>
 <p>Leave a page before it has loaded (close the tab, press Esc, or refresh), and watch the panel
@@ -32,6 +31,11 @@ below: the server stops the work, and says so.</p>
   <li><a href="/report/pairs">/report/pairs</a>: one long SQL query that the token interrupts.
   </li>
   <li><a href="/stream">/stream</a>: a stream of draws (server-sent events).</li>
+  <li><a href="/deadline">/deadline</a>: a draw with a 2 s deadline, which the full draw misses:
+  504.</li>
+  <li><a href="/legacy">/legacy</a>: old code that never checks the token, cooperative and
+  preemptive.</li>
+  <li><a href="/ticker">/ticker</a>: a WebSocket of draws that stops when you leave.</li>
   <li><a href="/docs">/docs</a>: every route.</li>
 </ul>
 <h2>Last requests</h2>
@@ -44,6 +48,7 @@ function describe(entry) {
   if (entry.outcome === "running") return "running";
   const after = ` after ${entry.elapsed.toFixed(2)} s`;
   if (entry.outcome === "cancelled") return `cancelled (${entry.status})${after}`;
+  if (entry.outcome === "deadline") return `deadline passed (${entry.status})${after}`;
   if (entry.outcome === "failed") return `failed${after}`;
   return `completed (${entry.status})${after}`;
 }
@@ -74,10 +79,11 @@ def create_app(db_path: Path | None = None) -> ASGIApp:
         yield
 
     app = FastAPI(title="fastapi-abort demo", lifespan=lifespan)
-    install(app)
+    # The panel marks a request cancelled (499) or ended by its deadline (504) from this hook.
+    install(app, on_abort=panel.record_abort)
     app.state.db_path = path
     app.state.panel = live = panel.Panel()
-    for module in (lottery, slow, sync_work, report, stream, panel):
+    for module in (lottery, slow, sync_work, report, stream, deadline, legacy, ticker, panel):
         app.include_router(module.router)
     app.include_router(lottery.shop_router)
 
@@ -85,8 +91,4 @@ def create_app(db_path: Path | None = None) -> ASGIApp:
     async def index() -> str:
         return INDEX
 
-    # The panel marks a request cancelled when fastapi-abort logs its quiet line for it.
-    abort_logger = logging.getLogger("fastapi_abort")
-    if not any(isinstance(h, panel.CancelledRequests) for h in abort_logger.handlers):
-        abort_logger.addHandler(panel.CancelledRequests())
     return panel.Recorder(app, live)

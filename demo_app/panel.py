@@ -1,8 +1,11 @@
 """The live panel: the last requests and how each ended, pushed to the index page as it happens.
 
 A pure ASGI middleware wraps the whole app and records each request: running, then completed
-(with its status) or cancelled (after how long). It learns of a cancellation from the one quiet
-line fastapi-abort logs for it, whose record carries ``elapsed`` as an attribute. The page reads
+(with its status), cancelled (the client left: 499) or ended by its deadline (504), after how
+long. It learns of the last two from fastapi-abort's ``on_abort`` hook (``record_abort``), which
+the app passes to ``install()``. A WebSocket is not reported to the hook (a peer that leaves is a
+WebSocket's normal end), so the middleware sees the peer leave itself: a
+``websocket.disconnect`` before the app closed the connection. The page reads
 ``/panel/events``, a server-sent-events stream that sends the whole (short) list on every change.
 
 Memory is bounded: the panel keeps the last ``SIZE`` requests, and subscribers share one event
@@ -12,7 +15,6 @@ that is set on every change, so there is no queue per subscriber to grow.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -25,7 +27,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastapi_abort import RequestAborted
+from fastapi_abort import AbortedRequest, CancellationReason, RequestAborted
 
 SIZE = 20  # requests shown
 NOT_SHOWN = frozenset({"/panel/events", "/favicon.ico"})
@@ -36,8 +38,8 @@ class Entry:
     id: int
     method: str
     path: str
-    outcome: str = "running"  # then "completed", "cancelled" or "failed"
-    status: int | None = None
+    outcome: str = "running"  # then "completed", "cancelled", "deadline" or "failed"
+    status: int | None = None  # a WebSocket's: the close code
     elapsed: float | None = None
 
 
@@ -69,33 +71,46 @@ class Panel:
         return json.dumps([asdict(entry) for entry in reversed(self.entries)])
 
 
-# The entry of the request being served, for the log handler below.
+# The entry of the request being served, for record_abort() below.
 current: ContextVar[Entry | None] = ContextVar("current", default=None)
 
 
 class Recorder:
-    """Pure ASGI middleware: one panel entry per HTTP request. Wrap the app that install() set up,
-    so that the quiet line fastapi-abort logs at the end of a request is seen here."""
+    """Pure ASGI middleware: one panel entry per HTTP request and WebSocket connection. Wrap the
+    app that install() set up, so that its ``on_abort`` hook runs inside this middleware."""
 
     def __init__(self, app: ASGIApp, panel: Panel) -> None:
         self.app = app
         self.panel = panel
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in NOT_SHOWN:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or scope["path"] in NOT_SHOWN:
             await self.app(scope, receive, send)
             return
-        entry = self.panel.start(scope["method"], scope["path"])
+        entry = self.panel.start(scope.get("method", "WEBSOCKET"), scope["path"])
         started = time.perf_counter()
+        closed = False
 
         async def record_status(message: Message) -> None:
+            nonlocal closed
             if message["type"] == "http.response.start":
                 entry.status = message["status"]
+            elif message["type"] == "websocket.close":
+                closed = True
+                entry.status = message.get("code", 1000)
             await send(message)
+
+        async def record_leaving() -> Message:
+            received = await receive()
+            if received["type"] == "websocket.disconnect" and not closed:
+                entry.outcome = "cancelled"
+                entry.status = received.get("code", 1005)
+            return received
 
         reset = current.set(entry)
         try:
-            await self.app(scope, receive, record_status)
+            await self.app(scope, receive if kind == "http" else record_leaving, record_status)
         except BaseException:
             entry.outcome = "failed"
             raise
@@ -108,16 +123,16 @@ class Recorder:
             self.panel.changed()
 
 
-class CancelledRequests(logging.Handler):
-    """Marks the current entry cancelled when fastapi-abort logs its quiet line for it."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        entry = current.get()
-        elapsed = getattr(record, "elapsed", None)
-        if entry is not None and isinstance(elapsed, float):
-            entry.outcome = "cancelled"
-            entry.status = getattr(record, "status_code", entry.status)
-            entry.elapsed = elapsed
+def record_abort(request: AbortedRequest) -> None:
+    """The ``on_abort`` hook: marks the current entry cancelled (the client left) or ended by
+    its deadline, with the status and the seconds of work fastapi-abort reports."""
+    entry = current.get()
+    if entry is None:  # not recorded: /panel/events itself
+        return
+    deadline = request.reason is CancellationReason.DEADLINE
+    entry.outcome = "deadline" if deadline else "cancelled"
+    entry.status = request.status_code
+    entry.elapsed = request.elapsed
 
 
 router = APIRouter(tags=["panel"])
