@@ -165,3 +165,73 @@ def test_closing_the_stream_stops_the_draws(context: BrowserContext, demo: Demo)
     page.close()
     line = demo.wait_for_line(r"demo_app\.stream: stream ended after \d+ of 20 draws")
     assert int(re.search(r"after (\d+) of", line).group(1)) < 20  # type: ignore[union-attr]
+
+
+def test_a_waiting_browser_gets_the_504_of_the_deadline(
+    context: BrowserContext, demo: Demo
+) -> None:
+    from playwright.sync_api import expect
+
+    panel = open_panel(context, demo)
+    page = context.new_page()
+    page.goto(f"{demo.url}/deadline")
+    page.get_by_role("button", name="Full draw").click()
+    expect(page.locator("#result")).to_have_text(
+        "504 Gateway Timeout: The request did not complete within its 2 s deadline."
+    )
+    expect(page.locator("#raw")).to_contain_text("HTTP 504, application/problem+json")
+    demo.wait_for_line(r"fastapi_abort: GET /deadline/draw: 504 Gateway Timeout")
+    row = panel.locator('tr[data-path="/deadline/draw"]')
+    expect(row).to_have_count(1)
+    expect(row).to_have_class("deadline")
+    expect(row).to_contain_text(re.compile(r"deadline passed \(504\) after \d\.\d\d s"))
+
+
+def test_the_deadline_draw_opened_in_the_browser_shows_the_problem(
+    context: BrowserContext, demo: Demo
+) -> None:
+    page = context.new_page()
+    response = page.goto(f"{demo.url}/deadline/draw")
+    assert response is not None
+    assert response.status == 504
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "The request did not complete within its 2 s deadline." in page.content()
+
+
+def test_closing_the_preemptive_draw_tab_stops_it(context: BrowserContext, demo: Demo) -> None:
+    from playwright.sync_api import expect
+
+    panel = open_panel(context, demo)
+    shop = context.new_page()
+    shop.goto(f"{demo.url}/legacy")
+    shop.click('a[href="/legacy/draw-preemptive"]')
+    demo.wait_for_line(r"demo_app\.legacy: preemptive draw: round 1 of 5")
+    close_tab_opened_by(context, shop)
+    line = demo.wait_for_line(r"demo_app\.legacy: preemptive draw: drew \d of 5 rounds")
+    assert int(re.search(r"drew (\d)", line).group(1)) < 5  # type: ignore[union-attr]
+    row = panel.locator('tr[data-path="/legacy/draw-preemptive"]')
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(re.compile(r"cancelled \(499\) after \d\.\d\d s"))
+
+
+def test_closing_the_ticker_tab_stops_the_ticker(context: BrowserContext, demo: Demo) -> None:
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    page.goto(f"{demo.url}/ticker")
+    expect(page.locator("#draws li", has_text="draw 2:")).to_have_count(1)
+    page.close()
+    demo.wait_for_line(r"demo_app\.ticker: ticker stopped after draw \d+: client disconnected")
+
+
+def test_leaving_the_ticker_page_stops_the_ticker(context: BrowserContext, demo: Demo) -> None:
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    page.goto(f"{demo.url}/ticker")
+    expect(page.locator("#draws li", has_text="draw 2:")).to_have_count(1)
+    page.click('a[href="/"]')  # the index, whose panel then shows how the ticker ended
+    demo.wait_for_line(r"demo_app\.ticker: ticker stopped after draw \d+: client disconnected")
+    row = page.locator('tr[data-path="/ticker/draws"]').first  # the newest
+    expect(row).to_have_class("cancelled")
+    expect(row).to_contain_text(re.compile(r"WEBSOCKET /ticker/draws.*cancelled \(\d+\) after"))
