@@ -56,9 +56,10 @@ def run_hypercorn(column: str, fd: int) -> None:
     config.loglevel = "INFO"
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.worker_class = HYPERCORN[column]
-    # The command line's path, in this process (hypercorn -w 0): hypercorn installs its own
-    # SIGTERM handler and shuts down gracefully (hypercorn/asyncio/run.py, hypercorn/trio/run.py).
-    config.workers = 0
+    # The command line's path with its default single worker process: the main process turns
+    # SIGTERM into a graceful shutdown of the worker (hypercorn/run.py, run). In-process
+    # (workers = 0), the trio worker installs no SIGTERM handler at all.
+    config.workers = 1
     run(config)
 
 

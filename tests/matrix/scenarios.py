@@ -262,7 +262,8 @@ def graceful_shutdown(cell: Cell) -> Observation:
         # Datagrams sent before the exit may still be on their way to the collector.
         finished = cell.events.wait(rid, "finished", CONTINUE_WAIT)
     except TimeoutError:
-        return Observation(False, None, f"the request never ended: worker killed{hung}")
+        stopped = f"the worker process was stopped first (exit status {status})"
+        return Observation(False, None, f"the request never ended: {stopped}{hung}")
     how = finished["how"]
     ended = "ran to its end" if how == "returned" else f"ended by {how}"
     return _observed(cell.events, rid, finished, t0, f"request {ended}{hung}")

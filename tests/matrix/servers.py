@@ -8,6 +8,7 @@ the test waits for its ``Listening at`` log line: an event, read from its output
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import re
@@ -226,6 +227,8 @@ class Server:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             env=env,
+            # Its own process group: worker processes are stopped with it (see stop()).
+            start_new_session=True,
         )
         self._ready = threading.Event()
         self._lines: list[str] = []
@@ -278,10 +281,13 @@ class Server:
             self.terminate()
         try:
             status: int | None = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:  # a hung server fails the column's log check below
-            self.process.kill()
-            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
             status = None
+        # Whatever is left of the server (its workers, if the main process was stuck or left
+        # them behind) is in the process group this server started.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=STOP_TIMEOUT)
         self._copier.join(timeout=STOP_TIMEOUT)
         if self._listener is not None:
             self._listener.close()
