@@ -34,6 +34,7 @@ FLAGS = [
     "--disable-sync",
 ]
 TIMEOUT = 15_000  # ms, for every playwright action and assertion
+CANCELLED = r"cancelled \(499\) after \d\.\d\d s"  # a panel row whose client left
 
 
 def unavailable(reason: str) -> None:
@@ -99,6 +100,16 @@ def close_tab_opened_by(context: BrowserContext, opener: Page) -> None:
     cdp.detach()
 
 
+def expect_newest_row(panel: Page, path: str, outcome: str, text: str) -> None:
+    """The panel's newest row for ``path`` (rows are newest first) comes to show ``outcome``
+    (its class) and a text matching ``text``."""
+    from playwright.sync_api import expect
+
+    row = panel.locator(f'tr[data-path="{path}"]').first
+    expect(row).to_have_class(outcome)
+    expect(row).to_contain_text(re.compile(text))
+
+
 def elapsed(line: str) -> float:
     match = re.search(r"after (\d+\.\d+) s", line)
     assert match is not None, line
@@ -118,10 +129,7 @@ def test_closing_the_draw_tab_stops_the_draw(context: BrowserContext, demo: Demo
     demo.wait_for_line(r"demo_app\.lottery: request cancelled")
     line = demo.wait_for_line(r"fastapi_abort: GET /happy/draw: 499 Client Closed Request")
     assert elapsed(line) < 2.5  # stopped at a round boundary: no further rounds ran
-    row = panel.locator('tr[data-path="/happy/draw"]')
-    expect(row).to_have_count(1)
-    expect(row).to_have_class("cancelled")
-    expect(row).to_contain_text(re.compile(r"cancelled \(499\) after \d\.\d\d s"))
+    expect_newest_row(panel, "/happy/draw", "cancelled", CANCELLED)
 
 
 def test_a_finished_draw_shows_the_lucky_number(context: BrowserContext, demo: Demo) -> None:
@@ -151,9 +159,7 @@ def test_refreshing_while_slow_loads_stops_it(context: BrowserContext, demo: Dem
     cdp.detach()
     line = demo.wait_for_line(r"fastapi_abort: GET /slow: 499 Client Closed Request")
     assert elapsed(line) < 10
-    row = panel.locator('tr[data-path="/slow"]')
-    expect(row).to_have_count(1)
-    expect(row).to_contain_text(re.compile(r"cancelled \(499\) after \d\.\d\d s"))
+    expect_newest_row(panel, "/slow", "cancelled", CANCELLED)
 
 
 def test_closing_the_stream_stops_the_draws(context: BrowserContext, demo: Demo) -> None:
@@ -181,10 +187,9 @@ def test_a_waiting_browser_gets_the_504_of_the_deadline(
     )
     expect(page.locator("#raw")).to_contain_text("HTTP 504, application/problem+json")
     demo.wait_for_line(r"fastapi_abort: GET /deadline/draw: 504 Gateway Timeout")
-    row = panel.locator('tr[data-path="/deadline/draw"]')
-    expect(row).to_have_count(1)
-    expect(row).to_have_class("deadline")
-    expect(row).to_contain_text(re.compile(r"deadline passed \(504\) after \d\.\d\d s"))
+    expect_newest_row(
+        panel, "/deadline/draw", "deadline", r"deadline passed \(504\) after \d\.\d\d s"
+    )
 
 
 def test_the_deadline_draw_opened_in_the_browser_shows_the_problem(
@@ -199,7 +204,6 @@ def test_the_deadline_draw_opened_in_the_browser_shows_the_problem(
 
 
 def test_closing_the_preemptive_draw_tab_stops_it(context: BrowserContext, demo: Demo) -> None:
-    from playwright.sync_api import expect
 
     panel = open_panel(context, demo)
     shop = context.new_page()
@@ -209,9 +213,7 @@ def test_closing_the_preemptive_draw_tab_stops_it(context: BrowserContext, demo:
     close_tab_opened_by(context, shop)
     line = demo.wait_for_line(r"demo_app\.legacy: preemptive draw: drew \d of 5 rounds")
     assert int(re.search(r"drew (\d)", line).group(1)) < 5  # type: ignore[union-attr]
-    row = panel.locator('tr[data-path="/legacy/draw-preemptive"]')
-    expect(row).to_have_count(1)
-    expect(row).to_contain_text(re.compile(r"cancelled \(499\) after \d\.\d\d s"))
+    expect_newest_row(panel, "/legacy/draw-preemptive", "cancelled", CANCELLED)
 
 
 def test_closing_the_ticker_tab_stops_the_ticker(context: BrowserContext, demo: Demo) -> None:
@@ -232,6 +234,4 @@ def test_leaving_the_ticker_page_stops_the_ticker(context: BrowserContext, demo:
     expect(page.locator("#draws li", has_text="draw 2:")).to_have_count(1)
     page.click('a[href="/"]')  # the index, whose panel then shows how the ticker ended
     demo.wait_for_line(r"demo_app\.ticker: ticker stopped after draw \d+: client disconnected")
-    row = page.locator('tr[data-path="/ticker/draws"]').first  # the newest
-    expect(row).to_have_class("cancelled")
-    expect(row).to_contain_text(re.compile(r"WEBSOCKET /ticker/draws.*cancelled \(\d+\) after"))
+    expect_newest_row(page, "/ticker/draws", "cancelled", r"WEBSOCKET /ticker/draws.*cancelled")
