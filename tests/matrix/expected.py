@@ -46,7 +46,9 @@ SHUTDOWN = Expected(
     "`hypercorn/trio/run.py`, `worker_serve`), daphne at once (`daphne/server.py`, "
     "`Server.kill_all_applications`); gunicorn and granian kill the worker process after their "
     "graceful timeout, so the request never ends at all. The endpoint sees the event loop's "
-    "cancellation, not `OperationCancelled`.",
+    "cancellation, not `OperationCancelled`; once it has, the middleware cancels the token with "
+    "reason `shutdown`, for what is bound to it (callbacks, linked tokens, worker threads): see "
+    "[When the server shuts down](shutdown.md).",
 )
 H1_ONLY = Expected("n/a", "HTTP/1.1 only: HTTP/2 multiplexes streams and has no pipelining.")
 NOT_OVER_H2 = Expected("n/a", "Not measured over HTTP/2.")
