@@ -58,6 +58,13 @@ what the servers do.
   The reason, read in the server's source, and a workaround are below.
 * **n/a**: does not apply to this protocol.
 
+No server configuration here hides every disconnect: each reports a client that closes, resets
+or half-closes its connection. The limits are particular cases, and whether one happens depends
+on the client (does it pipeline? does it leave while the app has not read its body?), which the
+app cannot know in advance. So fastapi-abort logs no warning at start-up for any server: one
+would fire on nearly every deployment and be wrong nearly every time. The limits are listed
+below instead, each with its workaround.
+
 Regenerate it: `python -m pytest tests/test_matrix.py` records every cell under
 `$ABORT_MATRIX_DIR` (`build/matrix/` by default), then `python -m tests.matrix.page` writes this
 page. A test checks that the words on this page match `tests/matrix/expected.py`.
