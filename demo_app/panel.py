@@ -49,6 +49,8 @@ class Panel:
     def __init__(self, size: int = SIZE) -> None:
         self.entries: deque[Entry] = deque(maxlen=size)
         self._ids = count(1)
+        #: Counts the changes, so that a subscriber misses none between two waits.
+        self.version = 0
         self._changed: anyio.Event | None = None
 
     def start(self, method: str, path: str) -> Entry:
@@ -58,14 +60,17 @@ class Panel:
         return entry
 
     def changed(self) -> None:
+        self.version += 1
         event, self._changed = self._changed, None
         if event is not None:
             event.set()
 
-    async def wait_changed(self) -> None:
-        if self._changed is None:
-            self._changed = anyio.Event()
-        await self._changed.wait()
+    async def wait_changed(self, since: int) -> None:
+        """Return once ``version`` is past ``since``: at once if a change came meanwhile."""
+        while self.version == since:
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
 
     def snapshot(self) -> str:
         return json.dumps([asdict(entry) for entry in reversed(self.entries)])
@@ -144,9 +149,10 @@ async def events(request: Request, ct: RequestAborted) -> StreamingResponse:
 
     async def stream() -> AsyncIterator[str]:
         while True:
+            version = panel.version
             yield f"data: {panel.snapshot()}\n\n"
             # Ends the stream the moment the page is closed, even if nothing changes.
             with ct.scope():
-                await panel.wait_changed()
+                await panel.wait_changed(version)
 
     return StreamingResponse(stream(), media_type="text/event-stream")
