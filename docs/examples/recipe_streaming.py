@@ -1,5 +1,5 @@
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
 from fastapi import FastAPI
@@ -13,7 +13,7 @@ app = FastAPI()
 install(app)
 
 
-async def generate(prompt: str) -> AsyncIterator[str]:
+async def generate(prompt: str) -> AsyncGenerator[str, None]:
     """Stands for a model that produces one token every 0.2 s."""
     for word in prompt.split() * 50:
         yield word
