@@ -33,12 +33,6 @@ pytestmark = pytest.mark.anyio
 WAIT = 5.0
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    backend: str = request.param
-    return backend
-
-
 def quiet_line(path: str) -> re.Pattern[str]:
     return re.compile(rf"[A-Z]+ {re.escape(path)}: 499 Client Closed Request after \d+\.\d{{3}} s")
 

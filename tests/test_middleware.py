@@ -39,12 +39,6 @@ pytestmark = pytest.mark.anyio
 RawApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    backend: str = request.param
-    return backend
-
-
 def watched(app: RawApp) -> RequestAbortedMiddleware:
     """The middleware with a watcher that starts at once, so that its reads can be observed."""
     return RequestAbortedMiddleware(app, watcher_delay=0)

@@ -25,12 +25,6 @@ pytestmark = pytest.mark.anyio
 WAIT = 10
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    backend: str = request.param
-    return backend
-
-
 async def leave_when(app: FastAPI, path: str, started: anyio.Event) -> ScriptedServer:
     """Serve one GET of ``path``; the client leaves once ``started`` is set."""
     server = ScriptedServer()

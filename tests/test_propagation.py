@@ -67,12 +67,6 @@ PARTIAL = HEAD + b"Content-Length: 100\r\n\r\nhello"
 # -- unit tests: an upstream on loopback, in the test's own event loop ---------------------------
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    backend: str = request.param
-    return backend
-
-
 @dataclass
 class Upstream:
     """A one-response-per-request HTTP/1.1 server that records what its clients do."""

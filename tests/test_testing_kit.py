@@ -66,12 +66,6 @@ RawApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 QUIET_LINE = re.compile(r"GET /slow: 499 Client Closed Request after \d+\.\d{3} s")
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    backend: str = request.param
-    return backend
-
-
 def exactly(message: str) -> str:
     return f"^{re.escape(message)}$"
 

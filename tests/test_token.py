@@ -43,12 +43,6 @@ EXPLICIT = CancellationReason.EXPLICIT
 asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    backend: str = request.param
-    return backend
-
-
 class _Reason:
     """A reason of the caller's own, not a CancellationReason."""
 

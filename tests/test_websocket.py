@@ -31,12 +31,6 @@ pytestmark = pytest.mark.anyio
 WAIT = 10
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    backend: str = request.param
-    return backend
-
-
 def ws_scope(path: str = "/ws") -> Scope:
     return {
         "type": "websocket",
