@@ -1,0 +1,311 @@
+"""Micro-benchmarks: what fastapi-abort costs per request, in process, without sockets.
+
+``python -m benchmarks.micro [time|memory|callgrind]`` drives the apps of ``benchmarks.app``
+(plain FastAPI, and the same routes with ``install(app)``) straight through ASGI on uvloop, with
+a fake server whose ``receive`` and ``send`` behave like uvicorn's, and reports the difference:
+
+* ``time``: microseconds per request, plain and fastapi-abort, interleaved rounds, medians.
+  Noisy on a loaded machine, but quick.
+* ``callgrind``: instructions per request under ``valgrind --tool=callgrind``, the same whatever
+  else the machine is doing: the figure to compare a change by. Only the requests after a
+  warm-up are counted (start-up and imports are not).
+* ``memory``: bytes per held request (tracemalloc), ``--held`` requests held at once past the
+  watcher's delay, so that each fastapi-abort request has its token and its watcher.
+
+The real suite (``python -m benchmarks``) measures what users see; this one says where a change
+moves the cost, and by how much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import functools
+import gc
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+import uvloop
+from fastapi import FastAPI
+from starlette.types import Message
+
+from benchmarks.app import VARIANTS, board, build
+from benchmarks.harness import WAIT
+
+#: (name, path): the throughput cases of the full suite.
+CASES = (("unused", "/json"), ("token", "/token"), ("stream", "/stream"))
+HEADERS = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
+#: Requests in flight at once, as wrk's connections in the full suite.
+IN_FLIGHT = 50
+COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+class Parked:
+    """How many fake servers have a reader waiting in ``receive()``; wait for a count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = asyncio.Event()
+
+    def change(self, delta: int) -> None:
+        self.count += delta
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def until(self, count: int) -> None:
+        with anyio.fail_after(WAIT):
+            while self.count < count:
+                await self._changed.wait()
+
+
+class FakeServer:
+    """One request's ``receive`` and ``send``, shaped like uvicorn's (httptools_impl.py).
+
+    ``receive`` returns the (empty) body once, then waits on an ``asyncio.Event`` until the
+    response is complete or the client leaves, then returns ``http.disconnect``.
+    """
+
+    __slots__ = ("_body_sent", "_event", "_parked", "complete", "gone")
+
+    def __init__(self, parked: Parked | None = None) -> None:
+        self._body_sent = False
+        self._event = asyncio.Event()
+        self._parked = parked
+        self.complete = False
+        self.gone = False
+
+    async def receive(self) -> Message:
+        if not self._body_sent:
+            self._body_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if not self.gone and not self.complete:
+            parked = self._parked
+            if parked is not None:
+                parked.change(1)
+            try:
+                await self._event.wait()
+            finally:
+                if parked is not None:
+                    parked.change(-1)
+            self._event.clear()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.complete = True
+            self._event.set()
+
+    def leave(self) -> None:
+        self.gone = True
+        self._event.set()
+
+
+def scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+        "method": "GET",
+        "root_path": "",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": HEADERS,
+        "state": {},
+    }
+
+
+async def one(app: FastAPI, path: str, server: FakeServer) -> None:
+    await app(scope(path), server.receive, server.send)
+
+
+async def serve(app: FastAPI, path: str, requests: int) -> None:
+    """``requests`` requests, each in its own task as servers run them, ``IN_FLIGHT`` at a time
+    (so that the loop turns between batches, as it does under wrk's 50 connections)."""
+    for done in range(0, requests, IN_FLIGHT):
+        batch = [
+            asyncio.create_task(one(app, path, FakeServer()))
+            for _ in range(min(IN_FLIGHT, requests - done))
+        ]
+        await asyncio.gather(*batch)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    uvloop.run(main())
+
+
+# -- time ------------------------------------------------------------------------------------
+
+
+def time_cases(requests: int, rounds: int) -> None:
+    apps = {variant: build(variant) for variant in VARIANTS}
+
+    async def main() -> None:
+        for name, path in CASES:
+            for app in apps.values():
+                await serve(app, path, requests // 10)  # warm-up
+            per_request: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+            for _ in range(rounds):  # A B A B ...
+                for variant, app in apps.items():
+                    began = time.perf_counter()
+                    await serve(app, path, requests)
+                    per_request[variant].append((time.perf_counter() - began) / requests * 1e6)
+            plain = statistics.median(per_request["plain"])
+            abort = statistics.median(per_request["abort"])
+            print(
+                f"{name:8} plain {plain:7.2f} us  fastapi-abort {abort:7.2f} us  "
+                f"extra {abort - plain:+6.2f} us/request",
+                flush=True,
+            )
+
+    run(main)
+
+
+# -- callgrind -------------------------------------------------------------------------------
+
+
+def count(variant: str, path: str, requests: int) -> None:
+    """The body of one callgrind run: warm up, then serve ``requests`` requests inside
+    ``functools.reduce``, the one C function callgrind is told to count in."""
+    app = build(variant)
+    loop = uvloop.new_event_loop()
+    loop.run_until_complete(serve(app, path, 200))
+    # Start-up objects out of the collector's way: a full collection over them costs millions
+    # of instructions, at moments that depend on the count of requests.
+    gc.collect()
+    gc.freeze()
+
+    def measured(_: None, __: None) -> None:
+        loop.run_until_complete(serve(app, path, requests))
+
+    functools.reduce(measured, [None], None)
+    loop.close()
+
+
+def instructions(variant: str, path: str, requests: int) -> int:
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        # Count only what runs inside functools.reduce: the requests, not the start-up.
+        "--toggle-collect=functools_reduce",
+        sys.executable,
+        "-m",
+        "benchmarks.micro",
+        "count",
+        variant,
+        path,
+        str(requests),
+    ]
+    # A fixed hash seed: the same dict layouts, run after run.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    match = COLLECTED.search(done.stderr)
+    if match is None:
+        raise RuntimeError(f"no instruction count from callgrind:\n{done.stderr}")
+    return int(match.group(1))
+
+
+def callgrind_cases(requests: int, cases: list[str]) -> None:
+    with concurrent.futures.ThreadPoolExecutor(len(VARIANTS)) as pool:
+        for name, path in CASES:
+            if cases and name not in cases:
+                continue
+            runs = [pool.submit(instructions, variant, path, requests) for variant in VARIANTS]
+            plain, abort = (run.result() / requests for run in runs)
+            print(
+                f"{name:8} plain {plain:9,.0f}  fastapi-abort {abort:9,.0f}  "
+                f"extra {abort - plain:+8,.0f} instructions/request ({abort / plain:.3f}x)",
+                flush=True,
+            )
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+
+def memory(held: int, rounds: int) -> None:
+    apps = {variant: build(variant) for variant in VARIANTS}
+
+    async def hold(variant: str, held: int) -> float:
+        parked = Parked()
+        servers = [FakeServer(parked) for _ in range(held)]
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        app = apps[variant]
+        tasks = [asyncio.create_task(one(app, "/hold", server)) for server in servers]
+        # Every request parked in its endpoint; on the fastapi-abort side, its watcher
+        # started (once its delay passed) and parked in the server's receive().
+        if not await board.until(lambda: board.counts.get("held", 0) >= held, WAIT):
+            raise RuntimeError("the requests did not all arrive")
+        if variant == "abort":
+            await parked.until(held)
+        gc.collect()
+        during = tracemalloc.get_traced_memory()[0]
+        for event in board.releases:
+            event.set()
+        board.releases.clear()
+        for server in servers:
+            server.leave()
+        await asyncio.gather(*tasks)
+        return (during - before) / held
+
+    async def main() -> None:
+        for variant in VARIANTS:
+            await hold(variant, 100)  # warm-up
+        tracemalloc.start()
+        per_request: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+        for _ in range(rounds):
+            for variant in VARIANTS:
+                per_request[variant].append(await hold(variant, held))
+        tracemalloc.stop()
+        plain = statistics.median(per_request["plain"])
+        abort = statistics.median(per_request["abort"])
+        print(
+            f"held {held}: plain {plain:,.0f} B  fastapi-abort {abort:,.0f} B  "
+            f"extra {abort - plain:+,.0f} B/request (tracemalloc)"
+        )
+
+    run(main)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.micro", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    timed = commands.add_parser("time", help="microseconds per request")
+    timed.add_argument("--requests", type=int, default=20_000)
+    timed.add_argument("--rounds", type=int, default=7)
+    grind = commands.add_parser("callgrind", help="instructions per request")
+    grind.add_argument("--requests", type=int, default=2_000)
+    grind.add_argument("cases", nargs="*", help="some of: " + ", ".join(n for n, _ in CASES))
+    held = commands.add_parser("memory", help="bytes per held request")
+    held.add_argument("--held", type=int, default=2_000)
+    held.add_argument("--rounds", type=int, default=3)
+    one = commands.add_parser("count", help="(internal) one callgrind run")
+    one.add_argument("variant", choices=VARIANTS)
+    one.add_argument("path")
+    one.add_argument("requests", type=int)
+    args = parser.parse_args()
+    if args.command == "time":
+        time_cases(args.requests, args.rounds)
+    elif args.command == "callgrind":
+        callgrind_cases(args.requests, args.cases)
+    elif args.command == "memory":
+        memory(args.held, args.rounds)
+    else:
+        count(args.variant, args.path, args.requests)
+
+
+if __name__ == "__main__":
+    main()
