@@ -2,11 +2,11 @@
 
 Every request carries an id and a number of seconds to hold (``?hold=``). The app reports what
 happens to each request, out of band, as one JSON datagram per event to the UNIX socket named by
-``$FASTAPI_ABORT_SHUTDOWN_EVENTS``: ``started``, ``tripped`` (with the token's reason) and
-``ended`` (with how: ``completed``, ``OperationCancelled`` or the name of the cancellation
-exception the server delivered). The lifespan reports ``startup`` and ``shutdown`` under the id
-``lifespan``. Events are stamped with ``time.monotonic_ns()`` (CLOCK_MONOTONIC: one clock for
-every process on the machine) and the pid that served the request.
+``$FASTAPI_ABORT_SHUTDOWN_EVENTS`` (:mod:`tests.events`): ``started``, ``tripped`` (with the
+token's reason) and ``ended`` (with how: ``completed``, ``OperationCancelled`` or the name of the
+cancellation exception the server delivered). The lifespan reports ``startup`` and ``shutdown``
+under the id ``lifespan``. Events are stamped with ``time.monotonic_ns()`` (CLOCK_MONOTONIC: one
+clock for every process on the machine) and the pid that served the request.
 
 Why not the long-poll of ``tests/server_app.py``: once the server has been told to stop it
 accepts no new connection, and a waiting long-poll would itself be an in-flight request that
@@ -16,20 +16,16 @@ its worker processes, and from a worker thread as well as from the event loop.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
 
 import anyio
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
 from fastapi_abort import CancellationToken, OperationCancelled, RequestAborted, install
+from tests.events import Emitter
 
 #: Environment variable naming the UNIX datagram socket the events go to.
 EVENTS_ENV = "FASTAPI_ABORT_SHUTDOWN_EVENTS"
@@ -38,20 +34,8 @@ STEP = 0.05
 #: The id under which the lifespan reports.
 LIFESPAN = "lifespan"
 
-_lock = threading.Lock()
-# One socket per process: gunicorn and granian fork their workers after the import.
-_sender: dict[int, socket.socket] = {}
-
-
-def emit(rid: str, what: str, **fields: Any) -> None:
-    """Report event ``what`` of request ``rid``, stamped now. Any thread."""
-    path = os.environ[EVENTS_ENV]
-    event = {"rid": rid, "what": what, "t_ns": time.monotonic_ns(), "pid": os.getpid(), **fields}
-    with _lock:
-        sock = _sender.get(os.getpid())
-        if sock is None:
-            sock = _sender[os.getpid()] = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.sendto(json.dumps(event).encode(), path)
+#: Report an event of a request, stamped now (see :mod:`tests.events`).
+emit = Emitter(EVENTS_ENV)
 
 
 @asynccontextmanager

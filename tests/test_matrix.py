@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.events import Collector
 from tests.matrix import records
-from tests.matrix.events import Collector
 from tests.matrix.expected import EXPECTED, measured
 from tests.matrix.page import PAGE, TITLES, page_words, word
 from tests.matrix.scenarios import RUN, SCENARIOS, Cell

@@ -15,7 +15,6 @@ Locally a test skips when its server is not installed; under ``CI=true`` it fail
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import re
@@ -26,15 +25,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.events import Collector, Event
 from tests.shutdown_app import EVENTS_ENV, LIFESPAN
 from tests.shutdown_serve import NEEDS, WORKER_TIMEOUT, command
 
@@ -47,55 +45,9 @@ BOUND = 20.0
 FOREVER = 60.0
 ROUTES = ("async", "sync", "stream")
 
-NO_EVENT = "no {what!r} event for {rid!r} within {timeout} s; events: {events}"
 NOT_STOPPED = "{kind} did not exit within {timeout} s of the signal; its output:\n{output}"
 NOT_INSTALLED = "{kind} needs {missing}, which is not installed"
 NO_DATA = "the client did not receive {expected!r} within {timeout} s; it got {data!r}"
-
-Event = dict[str, Any]
-
-
-class Events:
-    """The test's end of the app's event socket: collects every datagram in a thread."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "events.sock"
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(self.path))
-        self._events: dict[str, list[Event]] = defaultdict(list)
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
-
-    def _receive(self) -> None:
-        while True:
-            try:
-                data = self._sock.recv(65536)
-            except OSError:
-                return
-            if not data:  # close() shut the socket down
-                return
-            event: Event = json.loads(data)
-            with self._changed:
-                self._events[event["rid"]].append(event)
-                self._changed.notify_all()
-
-    def find(self, rid: str, what: str) -> Event | None:
-        with self._changed:
-            return next((e for e in self._events[rid] if e["what"] == what), None)
-
-    def wait(self, rid: str, what: str) -> None:
-        with self._changed:
-            if not self._changed.wait_for(lambda: self.find(rid, what) is not None, BOUND):
-                raise TimeoutError(
-                    NO_EVENT.format(what=what, rid=rid, timeout=BOUND, events=dict(self._events))
-                )
-
-    def close(self) -> None:
-        with suppress(OSError):  # wakes the thread blocked in recv(); close() alone would not
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        self._thread.join(timeout=BOUND)
 
 
 class Client:
@@ -244,7 +196,7 @@ def _await_listening(port: int) -> None:
 class Server:
     """One server process, its output copied as it comes."""
 
-    def __init__(self, kind: str, graceful: float | None, events: Events) -> None:
+    def __init__(self, kind: str, graceful: float | None, events: Collector) -> None:
         _require(kind)
         self.kind = kind
         self.lines: list[str] = []
@@ -301,9 +253,9 @@ class Server:
 
 
 @contextmanager
-def _events() -> Iterator[Events]:
+def _events() -> Iterator[Collector]:
     with tempfile.TemporaryDirectory(prefix="shutdown-") as directory:
-        events = Events(Path(directory))
+        events = Collector(Path(directory))
         try:
             yield events
         finally:
@@ -332,7 +284,7 @@ def shutdown(
                 for route, hold in holds.items()
             }
             for rid in rids.values():
-                events.wait(rid, "started")
+                events.wait(rid, "started", BOUND)
             first, *more = signals or (signal.SIGTERM,)
             signalled_ns = time.monotonic_ns()
             server.process.send_signal(first)
@@ -351,10 +303,10 @@ def shutdown(
             server.output(),
             signalled_ns,
             exited_ns,
-            events.find(LIFESPAN, "shutdown"),
+            events.get(LIFESPAN, "shutdown"),
         )
         for route, rid in rids.items():
-            tripped, ended = events.find(rid, "tripped"), events.find(rid, "ended")
+            tripped, ended = events.get(rid, "tripped"), events.get(rid, "ended")
             result.requests[route] = Outcome(tripped, ended, clients[route])
         print(result.figures())  # shown with -s or on failure: the figures of docs/shutdown.md
         return result
