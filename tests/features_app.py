@@ -1,7 +1,7 @@
 """The app for real-server tests of deadlines, preemptive mode, the hook and WebSockets.
 
-It shares the per-request records, the log handlers and ``/await/{rid}/{what}`` of
-``tests.server_app`` (whose own app is not served here).
+It records per request id what the request's token did, and serves ``/await/{rid}/{what}``
+(:mod:`tests.recording`); ``/hooked/{rid}`` says what ``on_abort`` was given.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import anyio
 from fastapi import Depends, FastAPI, WebSocket
 
 from fastapi_abort import AbortedRequest, RequestAborted, deadline, install, preemptive
-from tests.server_app import _watch, await_event
+from tests.recording import Record, Recorder, running
 
+recorder = Recorder(Record)
+recorder.install_logging()
 hooked: dict[str, AbortedRequest] = {}
 
 
@@ -23,7 +25,7 @@ def on_abort(aborted: AbortedRequest) -> None:
 
 app = FastAPI()
 install(app, deadline=30, on_abort=on_abort)
-app.get("/await/{rid}/{what}")(await_event)
+recorder.serve_await(app)
 
 
 @app.get("/hooked/{rid}")
@@ -42,34 +44,23 @@ async def hooked_for(rid: str) -> dict[str, object]:
 
 @app.get("/deadline/{rid}", dependencies=[Depends(deadline(0.2))])
 async def past_its_deadline(rid: str, ct: RequestAborted) -> None:
-    rec = _watch(rid, ct)
-    rec.events["started"].set()
-    try:
+    with running(recorder.watch(rid, ct)):
         await ct.sleep(30)
-    finally:
-        rec.events["finished"].set()
 
 
 @app.get("/preempt/{rid}", dependencies=[Depends(preemptive)])
 async def preempted(rid: str, ct: RequestAborted) -> None:
-    rec = _watch(rid, ct)
-    rec.events["started"].set()
-    try:
+    with running(recorder.watch(rid, ct)):
         await anyio.sleep(30)  # checks no token: preemptive mode cancels it
-    finally:
-        rec.events["finished"].set()
 
 
 @app.websocket("/ws/{rid}")
 async def ticks(websocket: WebSocket, rid: str, ct: RequestAborted) -> None:
-    rec = _watch(rid, ct)
+    rec = recorder.watch(rid, ct)
     await websocket.accept()
-    rec.events["started"].set()
-    try:
+    with running(rec):
         # Pushes without reading: only the middleware's watcher hears the peer leave. A send
         # that races the leaving raises, and that ends quietly too.
         while True:
             await websocket.send_text("tick")
             await ct.sleep(0.02)
-    finally:
-        rec.events["finished"].set()

@@ -1,51 +1,138 @@
 """Run an app under one server configuration on an inherited listening socket.
 
-``python -m tests.serve KIND FD [MODULE:APP]`` (``tests.server_app:app`` by default): the test
-binds and listens on 127.0.0.1 itself, so the port is known and connections queue in the backlog
-until the server accepts them; no readiness polling.
+``python -m tests.serve KIND FD MODULE:APP [OPTIONS]`` (OPTIONS: :class:`Options` as JSON). The
+test binds and listens on 127.0.0.1 itself (:func:`running`), so the port is known and
+connections queue in the backlog until the server accepts them; no readiness polling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
+import json
+import logging
+import os
+import re
+import resource
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 UVICORN = {"uvicorn-h11": ("h11", "asyncio"), "uvicorn-httptools": ("httptools", "uvloop")}
 HYPERCORN = ("hypercorn-asyncio", "hypercorn-trio")
 KINDS = (*UVICORN, *HYPERCORN)
 
-
 ROOT = Path(__file__).resolve().parent.parent
+APP = "tests.server_app:app"
+#: A line above INFO, from any logger.
+NOISY_LINE = re.compile(r"WARNING|ERROR|Traceback")
+UNKNOWN = "unknown server kind {kind!r}; one of {kinds}"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a test asks of its server beyond the kind; None keeps the server's default."""
+
+    #: The listening socket's backlog; the server listens again with the same.
+    backlog: int = 256
+    #: uvicorn's ``timeout_keep_alive``, hypercorn's ``keep_alive_timeout`` (seconds).
+    keep_alive: int | None = None
+    #: uvicorn's HTTP protocol class (``module:Class``), instead of the kind's.
+    http: str | None = None
+    #: The soft limit on open files raised to the hard limit, in the test and in the server
+    #: (for runs that open hundreds of connections at once).
+    many_files: bool = False
+    #: Every logger to stderr in one format (``tests.chaos.logs``), and no access log.
+    common_log: bool = False
+
+
+@dataclass
+class Served:
+    """A server running in a child process, as the test sees it."""
+
+    kind: str
+    port: int
+    pid: int
+    log: Path
+
+    def connect(self, timeout: float = 20.0) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def get(self, path: str, **params: Any) -> Any:
+        """The JSON of a GET of ``path``, on a connection of its own."""
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}", params=params, timeout=30).json()
+
+    def wait_for(self, rid: str, what: str, timeout: float = 15.0) -> dict[str, Any]:
+        """The app's record of request ``rid`` once ``what`` happened, or after ``timeout``
+        seconds (the long-poll of :mod:`tests.recording`)."""
+        result: dict[str, Any] = self.get(f"/await/{rid}/{what}", timeout=timeout)
+        return result
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def noisy(self, *allowed: str) -> list[str]:
+        """The lines of the output above INFO, but for those that contain one of ``allowed``."""
+        return [
+            line
+            for line in self.output().splitlines()
+            if NOISY_LINE.search(line) and not any(text in line for text in allowed)
+        ]
+
+    def status(self) -> dict[str, int]:
+        """VmRSS and VmHWM of the server process, in KiB, from /proc/PID/status."""
+        values: dict[str, int] = {}
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                name, _, rest = line.partition(":")
+                if name in ("VmRSS", "VmHWM"):
+                    values[name] = int(rest.split()[0])
+        return values
 
 
 @contextmanager
-def running(kind: str, log: Path, target: str = "tests.server_app:app") -> Iterator[int]:
-    """Run ``target`` under server ``kind`` in a child process; yield its port on 127.0.0.1.
+def running(
+    kind: str,
+    log: Path,
+    target: str = APP,
+    options: Options = Options(),
+    env: dict[str, str] | None = None,
+) -> Iterator[Served]:
+    """Run ``target`` under server ``kind`` in a child process, on a free port of 127.0.0.1.
 
-    The server's stdout and stderr go to ``log``. Stopped with SIGTERM on exit (SIGKILL if it
-    does not stop within 15 s).
+    The server's stdout and stderr go to ``log``; ``env`` is added to its environment. Stopped
+    with SIGTERM on exit (SIGKILL if it does not stop within 15 s).
+
+    :raises ValueError: for an unknown kind.
     """
+    if kind not in KINDS:
+        raise ValueError(UNKNOWN.format(kind=kind, kinds=KINDS))
+    if options.many_files:
+        raise_nofile()
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(256)
+    listener.listen(options.backlog)
     listener.set_inheritable(True)
+    fd = listener.fileno()
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.serve", kind, str(listener.fileno()), target],
-            pass_fds=[listener.fileno()],
+            [sys.executable, "-m", "tests.serve", kind, str(fd), target, _dumps(options)],
+            pass_fds=[fd],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            env=None if env is None else {**os.environ, **env},
         )
     try:
-        yield listener.getsockname()[1]
+        yield Served(kind, listener.getsockname()[1], process.pid, log)
     finally:
         process.terminate()
         try:
@@ -56,26 +143,68 @@ def running(kind: str, log: Path, target: str = "tests.server_app:app") -> Itera
         listener.close()
 
 
+def assert_one_quiet_line(served: Served, path: str, result: dict[str, Any]) -> None:
+    """The GET of ``path`` logged its one quiet 499 line: in the app's record, and once in the
+    server's output."""
+    pattern = rf"^GET {re.escape(path)}: 499 Client Closed Request after \d+\.\d{{3}} s$"
+    assert len(result["log_lines"]) == 1, result
+    assert re.match(pattern, result["log_lines"][0]), result
+    assert served.output().count(f"{path}: 499 Client Closed Request") == 1
+
+
+def raise_nofile() -> None:
+    """Raise the soft limit on open files to the hard limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _dumps(options: Options) -> str:
+    return json.dumps(dataclasses.asdict(options))
+
+
+# -- in the child process ------------------------------------------------------------------------
+
+
 def load(target: str) -> Any:
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-def run_uvicorn(kind: str, fd: int, target: str) -> None:
+def run_uvicorn(kind: str, fd: int, target: str, options: Options) -> None:
     import uvicorn
 
     http, loop = UVICORN[kind]
-    config = uvicorn.Config(target, http=http, loop=loop, log_level="info")
+    settings: dict[str, Any] = {}
+    if options.keep_alive is not None:
+        settings["timeout_keep_alive"] = options.keep_alive
+    if options.common_log:
+        settings.update(log_config=None, access_log=False)
+    config = uvicorn.Config(
+        target,
+        http=options.http or http,
+        loop=loop,
+        log_level="info",
+        backlog=options.backlog,
+        **settings,
+    )
     uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
 
 
-def run_hypercorn(kind: str, fd: int, target: str) -> None:
+def run_hypercorn(kind: str, fd: int, target: str, options: Options) -> None:
     from hypercorn.config import Config
 
-    app = load(target)
     config = Config()
     config.bind = [f"fd://{fd}"]
     config.loglevel = "INFO"
+    config.backlog = options.backlog
+    if options.keep_alive is not None:
+        config.keep_alive_timeout = options.keep_alive
+    if options.common_log:
+        # A Logger, not "-": hypercorn then adds no handler of its own, and the lines reach the
+        # root handler in the common format.
+        config.errorlog = logging.getLogger("hypercorn.error")
+        config.accesslog = None
+    app = load(target)
     if kind == "hypercorn-asyncio":
         from hypercorn.asyncio import serve as serve_asyncio
 
@@ -87,13 +216,20 @@ def run_hypercorn(kind: str, fd: int, target: str) -> None:
         trio.run(serve_trio, app, config)
 
 
-def main(kind: str, fd: int, target: str = "tests.server_app:app") -> None:
+def main(kind: str, fd: int, target: str = APP, options: str = "{}") -> None:
+    settings = Options(**json.loads(options))
+    if settings.many_files:
+        raise_nofile()
+    if settings.common_log:
+        from tests.chaos.logs import configure_logging
+
+        configure_logging()
     if kind in UVICORN:
-        run_uvicorn(kind, fd, target)
+        run_uvicorn(kind, fd, target, settings)
     elif kind in HYPERCORN:
-        run_hypercorn(kind, fd, target)
+        run_hypercorn(kind, fd, target, settings)
     else:
-        raise SystemExit(f"unknown server kind {kind!r}; one of {KINDS}")
+        raise SystemExit(UNKNOWN.format(kind=kind, kinds=KINDS))
 
 
 if __name__ == "__main__":

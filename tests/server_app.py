@@ -2,14 +2,14 @@
 
 Every test request carries an id. The app records, per id, what happened to the request's token,
 and exposes ``/await/{rid}/{what}`` so that tests wait for an event on the server side (bounded)
-instead of sleeping.
+instead of sleeping (:mod:`tests.recording`). Its record adds the ids of the tokens a request
+saw, the steps a ``def`` endpoint took after its token tripped, the token's state after the
+response, and the size of an uploaded body.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -19,77 +19,43 @@ from fastapi import BackgroundTasks, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from fastapi_abort import CancellationToken, RequestAborted, install
-
-EVENTS = ("started", "tripped", "finished", "logged", "final")
+from tests import recording
+from tests.recording import Recorder, running, sse
 
 
 @dataclass
-class Record:
-    events: dict[str, anyio.Event] = field(
-        default_factory=lambda: {name: anyio.Event() for name in EVENTS}
-    )
-    reason: str | None = None
+class Record(recording.Record):
+    EVENTS = (*recording.COMMON_EVENTS, "final")
+
     tokens: list[int] = field(default_factory=list)
-    log_lines: list[str] = field(default_factory=list)
     steps_after_trip: int = 0
     can_be_cancelled_after_response: bool | None = None
     body_size: int = 0
 
-
-records: dict[str, Record] = {}
-
-
-def record(rid: str) -> Record:
-    # Runs on the event loop only (anyio.Event must be created there).
-    if rid not in records:
-        records[rid] = Record()
-    return records[rid]
+    def report(self) -> dict[str, Any]:
+        report = super().report()
+        report["token_ids"] = sorted(set(report.pop("tokens")))
+        return report
 
 
-class _RecordAborted(logging.Handler):
-    """Sets the ``logged`` event of the request whose path carries the id."""
-
-    def emit(self, log: logging.LogRecord) -> None:
-        path = str(getattr(log, "http_path", ""))
-        rid = path.rstrip("/").rsplit("/", 1)[-1]
-        rec = records.get(rid)
-        if rec is not None:
-            rec.log_lines.append(log.getMessage())
-            rec.events["logged"].set()
-
-
-_stderr = logging.StreamHandler(sys.stderr)
-_stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-logging.getLogger().addHandler(_stderr)
-logging.getLogger().setLevel(logging.WARNING)
-_abort_logger = logging.getLogger("fastapi_abort")
-_abort_logger.setLevel(logging.INFO)
-_abort_logger.addHandler(_RecordAborted())
+recorder = Recorder(Record)
+recorder.install_logging()
 
 app = FastAPI()
 install(app)
+recorder.serve_await(app)
 
 
 def _watch(rid: str, ct: CancellationToken) -> Record:
-    rec = record(rid)
+    rec = recorder.watch(rid, ct)
     rec.tokens.append(id(ct))
-
-    def tripped() -> None:
-        rec.reason = str(ct.reason)
-        rec.events["tripped"].set()
-
-    ct.register(tripped)
     return rec
 
 
 @app.get("/hold/{rid}")
 async def hold(rid: str, ct: RequestAborted) -> dict[str, str]:
-    rec = _watch(rid, ct)
-    rec.events["started"].set()
-    try:
+    with running(_watch(rid, ct)):
         await ct.sleep(30)
-    finally:
-        rec.events["finished"].set()
     return {"rid": rid}
 
 
@@ -109,12 +75,8 @@ def hold_sync(rid: str, ct: RequestAborted) -> dict[str, str]:
 
 
 async def _held_dependency(rid: str, ct: RequestAborted) -> str:
-    rec = _watch(rid, ct)
-    rec.events["started"].set()
-    try:
+    with running(_watch(rid, ct)):
         await ct.sleep(30)
-    finally:
-        rec.events["finished"].set()
     return rid
 
 
@@ -125,19 +87,7 @@ async def held_in_dependency(rid: Annotated[str, Depends(_held_dependency)]) -> 
 
 @app.get("/stream/{rid}")
 async def stream(rid: str, ct: RequestAborted) -> StreamingResponse:
-    rec = _watch(rid, ct)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        try:
-            for i in range(600):
-                ct.throw_if_cancellation_requested()
-                yield f"data: {i}\n\n".encode()
-                rec.events["started"].set()
-                await anyio.sleep(0.05)
-        finally:
-            rec.events["finished"].set()
-
-    return StreamingResponse(chunks(), media_type="text/event-stream")
+    return StreamingResponse(sse(_watch(rid, ct), ct), media_type="text/event-stream")
 
 
 @app.get("/stream-sync/{rid}")
@@ -161,11 +111,8 @@ def stream_sync(rid: str, ct: RequestAborted) -> StreamingResponse:
 async def upload(rid: str, request: Request, ct: RequestAborted) -> dict[str, Any]:
     rec = _watch(rid, ct)
     rec.body_size = len(await request.body())
-    rec.events["started"].set()
-    try:
+    with running(rec):
         await ct.sleep(30)
-    finally:
-        rec.events["finished"].set()
     return {"rid": rid}
 
 
@@ -180,21 +127,3 @@ async def quick(rid: str, ct: RequestAborted, tasks: BackgroundTasks) -> dict[st
 
     tasks.add_task(after_response)
     return {"rid": rid}
-
-
-@app.get("/await/{rid}/{what}")
-async def await_event(rid: str, what: str, timeout: float = 10.0) -> dict[str, Any]:
-    rec = record(rid)
-    with anyio.move_on_after(timeout):
-        await rec.events[what].wait()
-    return {
-        "happened": rec.events[what].is_set(),
-        "reason": rec.reason,
-        "tripped": rec.events["tripped"].is_set(),
-        "finished": rec.events["finished"].is_set(),
-        "token_ids": sorted(set(rec.tokens)),
-        "log_lines": rec.log_lines,
-        "steps_after_trip": rec.steps_after_trip,
-        "can_be_cancelled_after_response": rec.can_be_cancelled_after_response,
-        "body_size": rec.body_size,
-    }

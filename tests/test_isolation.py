@@ -19,8 +19,8 @@ import pytest
 from tests.chaos.client import Connection, control
 from tests.chaos.isolation import CONSUMERS
 from tests.chaos.logs import summarise
-from tests.chaos.serve import Server, running
-from tests.serve import KINDS
+from tests.chaos.serve import running
+from tests.serve import KINDS, Served
 
 pytestmark = pytest.mark.server
 
@@ -31,7 +31,7 @@ SECRET_REQUESTS = 20
 @pytest.fixture(scope="module", params=KINDS)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+) -> Iterator[Served]:
     log: Path = tmp_path_factory.mktemp(request.param) / "server.log"
     with running(request.param, "tests.chaos.isolation:app", log) as srv:
         yield srv
@@ -63,7 +63,7 @@ async def _collect_concurrently(port: int) -> tuple[list[bytes], dict[str, Any]]
 
 
 @pytest.mark.timeout(120)
-def test_each_of_1000_concurrent_requests_sees_only_its_own_token(server: Server) -> None:
+def test_each_of_1000_concurrent_requests_sees_only_its_own_token(server: Served) -> None:
     bodies, result = asyncio.run(_collect_concurrently(server.port))
     # Each response is its own request's.
     assert bodies == [f"iso{index:04d}".encode() for index in range(CONCURRENT)]
@@ -121,7 +121,7 @@ async def _abort_all(port: int, secrets: dict[str, str]) -> dict[str, Any]:
     return answer
 
 
-def test_the_499_line_carries_no_query_header_cookie_or_body(server: Server) -> None:
+def test_the_499_line_carries_no_query_header_cookie_or_body(server: Served) -> None:
     secrets = {
         part: f"{part}5ecret{uuid.uuid4().hex}" for part in ("query", "header", "cookie", "body")
     }

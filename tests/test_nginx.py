@@ -23,10 +23,6 @@ import os
 import platform
 import re
 import socket
-import struct
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +34,15 @@ import pytest
 from tests.proxy.nginx import (
     COLUMNS,
     NGINX_MISSING,
+    UPSTREAM_KEEP_ALIVE,
     Nginx,
     Settings,
     nginx_installed,
     nginx_version,
     run_nginx,
 )
-from tests.test_servers import new_id, read_responses, request_bytes
+from tests.raw_http import leave, new_id, read_responses, read_until, request_bytes
+from tests.serve import Options, Served, running
 
 pytestmark = pytest.mark.server
 
@@ -75,23 +73,18 @@ EXPECTED_WARNINGS = ("a client request body is buffered to a temporary file",)
 
 
 @dataclass
-class Upstream:
-    """uvicorn running ``tests.proxy.app``, reached directly (not through nginx)."""
+class Upstream(Served):
+    """uvicorn running ``tests.proxy.app``, reached directly (not through nginx), on one client
+    connection of the test's own."""
 
-    port: int
-    log: Path
     client: httpx.Client
 
-    def wait_for(self, rid: str, what: str, timeout: float = 15.0) -> dict[str, Any]:
-        """The request's record once ``what`` happened, or after ``timeout`` seconds."""
-        response = self.client.get(f"/await/{rid}/{what}", params={"timeout": timeout})
-        result: dict[str, Any] = response.json()
-        return result
+    def get(self, path: str, **params: Any) -> Any:
+        return self.client.get(path, params=params).json()
 
     def connection(self, port: int, what: str, timeout: float = 15.0) -> dict[str, bool]:
         """Whether uvicorn saw the connection from ``port`` open and close, once ``what`` did."""
-        response = self.client.get(f"/connection/{port}/{what}", params={"timeout": timeout})
-        result: dict[str, bool] = response.json()
+        result: dict[str, bool] = self.get(f"/connection/{port}/{what}", timeout=timeout)
         return result
 
     def release(self, rid: str) -> None:
@@ -147,35 +140,13 @@ def matrix() -> Matrix:
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     require_nginx()
     log = tmp_path_factory.mktemp("uvicorn") / "server.log"
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(256)
-    listener.set_inheritable(True)
-    port = listener.getsockname()[1]
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.proxy.app", str(listener.fileno())],
-            pass_fds=[listener.fileno()],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        yield Upstream(port, log, client)
-    finally:
-        client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a hung server is a failure too
-            process.kill()
-            process.wait(timeout=15)
-        listener.close()
-    output = log.read_text()
+    options = Options(http="tests.proxy.app:TrackedProtocol", keep_alive=UPSTREAM_KEEP_ALIVE)
+    with running("uvicorn-httptools", log, "tests.proxy.app:app", options) as served:
+        url = f"http://127.0.0.1:{served.port}"
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield Upstream(served.kind, served.port, served.pid, served.log, client)
     # Nothing above INFO from any logger, in the whole life of the server.
-    noisy = [line for line in output.splitlines() if re.search(r"WARNING|ERROR|Traceback", line)]
-    assert not noisy, output
+    assert not served.noisy(), served.output()
 
 
 @pytest.fixture(scope="module", params=COLUMNS, ids=lambda settings: settings.name)
@@ -262,20 +233,6 @@ class Left:
         return "; ".join((self.nginx.summary(), *more))
 
 
-def leave(client: socket.socket, how: str = "close") -> int:
-    """Leave as ``how`` says (close, rst, half_close); returns the client's clock reading just
-    before it left."""
-    if how == "rst":
-        # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    left_ns = time.monotonic_ns()
-    if how == "half_close":
-        client.shutdown(socket.SHUT_WR)
-    else:
-        client.close()
-    return left_ns
-
-
 def delay_ms(result: dict[str, Any], left_ns: int) -> float | None:
     """From the client's clock reading just before it left to the app's at the trip."""
     return (result["tripped_ns"] - left_ns) / 1e6 if result["tripped"] else None
@@ -301,16 +258,6 @@ def send_until_started(
     result = upstream.wait_for(rid, "started")
     assert result["happened"], result
     return result
-
-
-def read_until(client: socket.socket, marker: bytes) -> bytes:
-    """Everything received until ``marker`` came."""
-    data = b""
-    while marker not in data:
-        chunk = client.recv(65536)
-        assert chunk, data
-        data += chunk
-    return data
 
 
 def hold_and_leave(proxy: Nginx, upstream: Upstream, how: str) -> tuple[str, Left]:

@@ -12,16 +12,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import re
 import socket
 import sys
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -39,7 +35,8 @@ from fastapi_abort import (
     OperationCancelled,
 )
 from fastapi_abort.httpx import HTTPX_MISSING, NOT_ASYNC_STREAM, TokenTransport
-from tests.serve import KINDS, running
+from tests.raw_http import leave, new_id, request_bytes
+from tests.serve import KINDS, Served, assert_one_quiet_line, running
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
@@ -304,24 +301,6 @@ def test_import_without_httpx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
 # -- the chain: a raw client -> service A -> service B, on real servers ---------------------------
 
 
-@dataclass
-class Service:
-    name: str
-    port: int
-    log: Path
-
-    def wait_for(self, rid: str, what: str) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.port}/await/{rid}/{what}"
-        result: dict[str, Any] = httpx.get(url, params={"timeout": 15}, timeout=30).json()
-        return result
-
-    def get(self, path: str) -> Any:
-        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=30).json()
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("propagation")
@@ -329,50 +308,37 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextlib.contextmanager
 def run_service(
-    logs: Path, role: str, kind: str, upstream: Service | None = None
-) -> Iterator[Service]:
+    logs: Path, role: str, kind: str, upstream: Served | None = None
+) -> Iterator[Served]:
     """Run service ``role`` under server ``kind``; on the way out, check its log stayed quiet."""
-    log = logs / f"{role}-{kind}.log"
-    with pytest.MonkeyPatch.context() as env:
-        if upstream is not None:
-            env.setenv(UPSTREAM, f"http://127.0.0.1:{upstream.port}")
-        with running(kind, log, f"tests.propagation_apps:{role}") as port:
-            service = Service(f"{role} ({kind})", port, log)
-            env.undo()  # the child has it; the rest of the test run must not
-            yield service
-    output = service.output()
+    env = {} if upstream is None else {UPSTREAM: f"http://127.0.0.1:{upstream.port}"}
+    target = f"tests.propagation_apps:{role}"
+    with running(kind, logs / f"{role}-{kind}.log", target, env=env) as service:
+        yield service
     # Nothing above INFO from any logger, in the whole life of the service.
-    noisy = [line for line in output.splitlines() if re.search(r"WARNING|ERROR|Traceback", line)]
-    assert not noisy, output
+    assert not service.noisy(), service.output()
 
 
 @pytest.fixture(scope="module")
-def service_b(logs: Path) -> Iterator[Service]:
+def service_b(logs: Path) -> Iterator[Served]:
     with run_service(logs, "b", "uvicorn-httptools") as service:
         yield service
 
 
 @pytest.fixture(scope="module", params=KINDS)
-def service_a(request: pytest.FixtureRequest, logs: Path, service_b: Service) -> Iterator[Service]:
+def service_a(request: pytest.FixtureRequest, logs: Path, service_b: Served) -> Iterator[Served]:
     with run_service(logs, "a", request.param, service_b) as service:
         yield service
 
 
-def leave_mid_call(a: Service, b: Service, path: str, rid: str, wait_on: Service) -> float:
-    """Call A at ``path``, leave once ``wait_on`` says ``started``/``streaming``; return when."""
+def leave_mid_call(a: Served, b: Served, path: str, rid: str, wait_on: Served) -> int:
+    """Call A at ``path``, leave once ``wait_on`` says ``started``/``streaming``; return when
+    (``time.monotonic_ns()``)."""
     event = "streaming" if wait_on is a else "started"
-    with socket.create_connection(("127.0.0.1", a.port), timeout=20) as client:
-        client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    with a.connect() as client:
+        client.sendall(request_bytes(path))
         assert wait_on.wait_for(rid, event)["happened"]
-        left_at = time.monotonic()
-    return left_at
-
-
-def assert_one_quiet_line(service: Service, path: str, result: dict[str, Any]) -> None:
-    pattern = rf"^GET {re.escape(path)}: 499 Client Closed Request after \d+\.\d{{3}} s$"
-    assert len(result["log_lines"]) == 1, result
-    assert re.match(pattern, result["log_lines"][0]), result
-    assert service.output().count(f"{path}: 499 Client Closed Request") == 1
+        return leave(client)
 
 
 @pytest.mark.server
@@ -381,31 +347,31 @@ def assert_one_quiet_line(service: Service, path: str, result: dict[str, Any]) -
     [("scope", "hold", "scope"), ("transport", "hold", "transport"), ("stream", "stream", "")],
 )
 def test_client_leaving_a_trips_the_token_of_b(
-    service_a: Service, service_b: Service, route: str, downstream: str, via: str
+    service_a: Served, service_b: Served, route: str, downstream: str, via: str
 ) -> None:
-    rid = uuid.uuid4().hex[:12]
+    rid = new_id()
     wait_on = service_a if route == "stream" else service_b
-    left_at = leave_mid_call(service_a, service_b, f"/call/{route}/{rid}", rid, wait_on)
+    left_ns = leave_mid_call(service_a, service_b, f"/call/{route}/{rid}", rid, wait_on)
 
     b = service_b.wait_for(rid, "logged")
     a = service_a.wait_for(rid, "logged")
     assert b["tripped"]
     assert b["reason"] == "client disconnected"
     assert b["finished"]
-    assert b["tripped_at"] - left_at < PROPAGATION_BOUND
+    assert (b["tripped_ns"] - left_ns) / 1e9 < PROPAGATION_BOUND
     assert a["reason"] == "client disconnected"
     assert a["outcome"] == "OperationCancelled"
     assert_one_quiet_line(service_a, f"/call/{route}/{rid}", a)
     assert_one_quiet_line(service_b, f"/{downstream}/{rid}", b)
     print(
-        f"\nA {service_a.name} /{route}: client left -> A's token "
-        f"{(a['tripped_at'] - left_at) * 1000:.2f} ms -> B's token "
-        f"{(b['tripped_at'] - left_at) * 1000:.2f} ms"
+        f"\nA ({service_a.kind}) /{route}: client left -> A's token "
+        f"{(a['tripped_ns'] - left_ns) / 1e6:.2f} ms -> B's token "
+        f"{(b['tripped_ns'] - left_ns) / 1e6:.2f} ms"
     )
     if via:
         # The aborted connection was closed, not put back in the pool: A's next call to B goes
         # out on another connection, and works.
-        after = uuid.uuid4().hex[:12]
+        after = new_id()
         reply = service_a.get(f"/ping/{via}/{after}")
         assert reply["rid"] == after
         assert reply["client_port"] != b["client_port"]

@@ -12,7 +12,8 @@ from typing import Any
 from tests.chaos.accounting import Accounting, account
 from tests.chaos.client import Client, Outcome, control, plan
 from tests.chaos.logs import summarise
-from tests.chaos.serve import Server, running
+from tests.chaos.serve import running
+from tests.serve import Served
 
 APP = "tests.chaos.app:app"
 #: How long the server may take, once the clients are done, to finish every request and to let
@@ -53,14 +54,14 @@ class Report:
         return {name: count for name, count in counts.items() if count}
 
 
-async def _snapshot(server: Server, tasks_at_most: int | None = None) -> Snapshot:
+async def _snapshot(server: Served, tasks_at_most: int | None = None) -> Snapshot:
     query = "" if tasks_at_most is None else f"?tasks_at_most={tasks_at_most}&timeout=15"
     stats = await control(server.port, f"/_ctl/stats{query}")
     status = server.status()
     return Snapshot(stats, status["VmRSS"], status["VmHWM"])
 
 
-async def _drain(server: Server, records: dict[str, dict[str, Any]], wait: float = 0.0) -> Any:
+async def _drain(server: Served, records: dict[str, dict[str, Any]], wait: float = 0.0) -> Any:
     answer = await control(server.port, f"/_ctl/drain?wait={wait}")
     for record in answer["finished"]:
         records[record["rid"]] = record
@@ -82,7 +83,7 @@ def _leaks(idle: Snapshot, before: Snapshot, after: Snapshot) -> dict[str, int]:
     }
 
 
-async def _run(server: Server, requests: int, concurrency: int, seed: int, warmup: int) -> Report:
+async def _run(server: Served, requests: int, concurrency: int, seed: int, warmup: int) -> Report:
     records: dict[str, dict[str, Any]] = {}
     client = Client(server.port)
 

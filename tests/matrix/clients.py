@@ -1,87 +1,21 @@
-"""Raw clients: HTTP/1.1 over a plain socket, HTTP/2 prior knowledge (h2c) with the h2 package.
+"""The HTTP/2 client of the matrix: prior knowledge (h2c) with the h2 package.
 
-Both leave the way a real client does: ``close`` (FIN), ``rst`` (``SO_LINGER`` 0: RST), and
-``half_close`` (``shutdown(SHUT_WR)``: FIN, but the client still reads). ``leave`` returns the
-``time.monotonic_ns()`` taken just before, the start of the detection delay.
+The HTTP/1.1 client is a plain socket (:mod:`tests.raw_http`); both leave the way a real client
+does (``tests.raw_http.leave``), and an HTTP/2 client can also reset one stream (RST_STREAM).
 """
 
 from __future__ import annotations
 
-import re
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
 
-How = Literal["close", "rst", "half_close"]
-
-HOST = "127.0.0.1"
-CLOSED_EARLY = "the server closed the connection before {what}; received so far: {data!r}"
-
-
-def leave(sock: socket.socket, how: How) -> int:
-    """Leave the way ``how`` says; the monotonic time just before, in ns."""
-    if how == "rst":
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    t0 = time.monotonic_ns()
-    if how == "half_close":
-        sock.shutdown(socket.SHUT_WR)
-    else:
-        sock.close()
-    return t0
-
-
-# -- HTTP/1.1 ----------------------------------------------------------------------------------
-
-
-def request_bytes(
-    path: str,
-    method: str = "GET",
-    body: bytes = b"",
-    headers: tuple[tuple[str, str], ...] = (),
-    length: int | None = None,
-) -> bytes:
-    """One HTTP/1.1 request; ``length`` overrides the Content-Length (a body sent later)."""
-    head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\n"
-    size = len(body) if length is None else length
-    if size or method == "POST":
-        head += f"Content-Length: {size}\r\nContent-Type: application/octet-stream\r\n"
-    head += "".join(f"{name}: {value}\r\n" for name, value in headers)
-    return head.encode() + b"\r\n" + body
-
-
-def read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
-    """Read until ``marker`` was received; everything received."""
-    while marker not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(CLOSED_EARLY.format(what=repr(marker), data=data))
-        data += chunk
-    return data
-
-
-def read_response(sock: socket.socket) -> bytes:
-    """Read one complete response with a Content-Length body (the ``/quick`` ones)."""
-    data = read_until(sock, b"\r\n\r\n")
-    head, _, body = data.partition(b"\r\n\r\n")
-    found = re.search(rb"(?i)content-length: (\d+)", head)
-    if found is None:
-        raise ConnectionError(f"no Content-Length in {head!r}")
-    while len(body) < int(found.group(1)):
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(CLOSED_EARLY.format(what="the body", data=data))
-        body += chunk
-    return head + b"\r\n\r\n" + body
-
-
-# -- HTTP/2 ------------------------------------------------------------------------------------
+from tests.raw_http import CLOSED_EARLY, HOST
 
 
 @dataclass

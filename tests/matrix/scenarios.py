@@ -12,14 +12,14 @@ from __future__ import annotations
 import select
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tests.events import Collector, Event
 from tests.matrix.app import HOLD
-from tests.matrix.clients import H2Client, How, leave, read_response, read_until, request_bytes
-from tests.matrix.events import Collector, Event
+from tests.matrix.clients import H2Client
 from tests.matrix.servers import Column, Server
+from tests.raw_http import How, leave, new_id, read_response, read_until, request_bytes
 
 SCENARIOS = (
     "close_before_response",
@@ -76,10 +76,6 @@ class Cell:
     @property
     def h2(self) -> bool:
         return self.column.http == "h2"
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 def outcome(events: Collector, rid: str, t0: int, note: str = "") -> Observation:
