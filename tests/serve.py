@@ -117,10 +117,7 @@ def running(
         raise ValueError(UNKNOWN.format(kind=kind, kinds=KINDS))
     if options.many_files:
         raise_nofile()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(options.backlog)
-    listener.set_inheritable(True)
+    listener = listening(options.backlog)
     fd = listener.fileno()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -141,6 +138,24 @@ def running(
             process.kill()
             process.wait(timeout=15)
         listener.close()
+
+
+def listening(backlog: int = 256) -> socket.socket:
+    """A socket bound to a free port of 127.0.0.1, listening, that a child process can inherit."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(backlog)
+    listener.set_inheritable(True)
+    return listener
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that was free a moment ago, for a server that binds its own (granian
+    accepts no socket): another process could take it first."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def assert_one_quiet_line(served: Served, path: str, result: dict[str, Any]) -> None:

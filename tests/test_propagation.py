@@ -36,7 +36,7 @@ from fastapi_abort import (
 )
 from fastapi_abort.httpx import HTTPX_MISSING, NOT_ASYNC_STREAM, TokenTransport
 from tests.raw_http import leave, new_id, request_bytes
-from tests.serve import KINDS, Served, assert_one_quiet_line, running
+from tests.serve import KINDS, Served, assert_one_quiet_line, listening, running
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
@@ -388,13 +388,6 @@ class InProcessServer(uvicorn.Server):
         yield
 
 
-def listening_socket() -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    return sock
-
-
 @asynccontextmanager
 async def serving(app: ASGIApp, sock: socket.socket) -> AsyncIterator[None]:
     server = InProcessServer(uvicorn.Config(app, log_config=None))
@@ -454,7 +447,7 @@ async def test_example_shopper_leaving_stops_the_warehouse(
     warehouse_path: str,
     leave_after: bytes,
 ) -> None:
-    warehouse_socket, shop_socket = listening_socket(), listening_socket()
+    warehouse_socket, shop_socket = listening(64), listening(64)
     monkeypatch.setenv("WAREHOUSE_URL", f"http://127.0.0.1:{warehouse_socket.getsockname()[1]}")
     monkeypatch.syspath_prepend(str(EXAMPLES))
     monkeypatch.delitem(sys.modules, "propagation", raising=False)

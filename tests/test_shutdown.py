@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.events import Collector, Event
+from tests.serve import free_port, listening
 from tests.shutdown_app import EVENTS_ENV, LIFESPAN
 from tests.shutdown_serve import NEEDS, WORKER_TIMEOUT, command
 
@@ -157,22 +158,12 @@ def _require(kind: str) -> None:
         pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def _listener(kind: str) -> Iterator[tuple[int, int]]:
-    if kind == "granian":  # binds its own socket; another process could take the port first
-        yield -1, _free_port()
+    if kind == "granian":  # binds its own socket
+        yield -1, free_port()
         return
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.set_inheritable(True)
+    listener = listening(64)
     try:
         yield listener.fileno(), listener.getsockname()[1]
     finally:

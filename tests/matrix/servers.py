@@ -25,6 +25,7 @@ from typing import Literal
 
 from tests.matrix.events import EVENTS_ENV
 from tests.matrix.launch import APP, GRACEFUL_TIMEOUT
+from tests.serve import free_port, listening
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -194,14 +195,6 @@ def _command(column: str, fd: int, port: int) -> list[str]:
     raise ValueError(f"no command for column {column!r}")
 
 
-def _free_port() -> int:
-    # Another process could take it before granian binds it: granian accepts no socket.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class Server:
     """One server process serving the matrix app; a context manager that stops it."""
 
@@ -210,13 +203,10 @@ class Server:
         self.log = directory / f"{column.name}-{os.urandom(3).hex()}.log"
         self._listener: socket.socket | None = None
         if column.name.startswith("granian"):
-            self.port = _free_port()
+            self.port = free_port()  # granian binds its own socket
             fd = -1
         else:
-            listener = self._listener = socket.socket()
-            listener.bind(("127.0.0.1", 0))
-            listener.listen(256)
-            listener.set_inheritable(True)
+            listener = self._listener = listening()
             self.port = listener.getsockname()[1]
             fd = listener.fileno()
         env = {**os.environ, EVENTS_ENV: str(events), "PYTHONUNBUFFERED": "1"}

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.serve import listening
+
 #: Where Debian's package puts it (``apt-get install nginx``).
 NGINX_BINARY = "/usr/sbin/nginx"
 NGINX_MISSING = (
@@ -276,10 +278,7 @@ def _probe(port: int, process: subprocess.Popen[bytes], error_log: Path) -> None
 def run_nginx(upstream_port: int, settings: Settings, directory: Path) -> Iterator[Nginx]:
     """Run nginx configured by ``settings`` in front of ``127.0.0.1:upstream_port``, with its
     config, pid file, logs and temporary files in ``directory``."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(256)
-    listener.set_inheritable(True)
+    listener = listening()
     port = listener.getsockname()[1]
     feed = LogFeed()
     conf = directory / "nginx.conf"
