@@ -574,7 +574,8 @@ class RequestState:
         # Marked before the server's send: some servers report http.disconnect for a finished
         # response before that send returns, and that must never read as "client gone".
         self.response_complete = True
-        self._stop_watcher()
+        if self._watcher is not None:
+            self._stop_watcher()
         source = self.source
         if source is not None and not self.aborted:
             source.close()
@@ -588,9 +589,11 @@ class RequestState:
     def finish(self) -> None:
         """The app returned: the token is final from now on."""
         self.finished = True
-        self._stop_watcher()
-        if self.source is not None:
-            self.source.close()
+        if self._watcher is not None:
+            self._stop_watcher()
+        source = self.source
+        if source is not None:
+            source.close()
 
 
 def deadline_problem(deadline: float | None) -> tuple[bytes, list[tuple[bytes, bytes]]]:

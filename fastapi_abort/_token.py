@@ -23,7 +23,9 @@ NOT_CANCELLABLE_SOURCE = (
     "CancellationTokenSource() takes CancellationToken parents, got {type}. "
     "Pass tokens (source.token), not sources."
 )
-BAD_DELAY = "cancel_after() needs a delay in seconds >= 0 (math.inf removes the deadline), got {delay!r}"
+BAD_DELAY = (
+    "cancel_after() needs a delay in seconds >= 0 (math.inf removes the deadline), got {delay!r}"
+)
 BAD_SECONDS = "{what}() needs a number of seconds that is >= 0 (inf: no limit), got {seconds!r}"
 
 # One lock for every token: each critical section is a few attribute writes, so sharing it costs
@@ -369,6 +371,11 @@ class CancellationToken:
                 _run_callback(registration._callback)
 
     def _close(self) -> None:
+        if self._closed:
+            # Closed for good (it never reverts, so reading it without the lock is safe), and
+            # nothing is left to release: a request's token is closed twice, at the end of its
+            # response and when the app returns.
+            return
         with _lock:
             self._closed = True
             self._callbacks = None
@@ -433,18 +440,18 @@ class CancellationTokenSource:
 
     def __init__(self, *parents: CancellationToken, timeout: float | None = None) -> None:
         #: The token this source controls. The same object for the source's whole life.
-        self.token = CancellationToken()
-        self._links: list[CancellationTokenRegistration] = []
-        for parent in parents:
-            if not isinstance(parent, CancellationToken):
-                raise TypeError(NOT_CANCELLABLE_SOURCE.format(type=type(parent).__name__))
-        token = self.token
-        live = tuple(parent for parent in parents if parent.can_be_cancelled)
-        token._parents = live
-        for parent in live:
+        self.token = token = CancellationToken()
+        # A tuple, and the shared empty one without parents (as for every request's token).
+        self._links: tuple[CancellationTokenRegistration, ...] = ()
+        if parents:
+            for parent in parents:
+                if not isinstance(parent, CancellationToken):
+                    raise TypeError(NOT_CANCELLABLE_SOURCE.format(type=type(parent).__name__))
+            live = tuple(parent for parent in parents if parent.can_be_cancelled)
+            token._parents = live
             # Cancelling a child from its parent must not keep the child alive through the
             # parent: the callback holds the child token only, never the source.
-            self._links.append(parent.register(_link(parent, token)))
+            self._links = tuple(parent.register(_link(parent, token)) for parent in live)
         if timeout is not None:
             self.cancel_after(timeout)
 
@@ -515,7 +522,7 @@ class CancellationTokenSource:
         Idempotent. The token keeps its state; if it was not cancelled, it never will be.
         """
         self.token._close()
-        links, self._links = self._links, []
+        links, self._links = self._links, ()
         for link in links:
             link.unregister()
 
