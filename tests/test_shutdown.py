@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.events import Collector, Event
+from tests.raw_http import request_bytes
 from tests.serve import free_port, listening
 from tests.shutdown_app import EVENTS_ENV, LIFESPAN
 from tests.shutdown_serve import NEEDS, WORKER_TIMEOUT, command
@@ -60,7 +61,7 @@ class Client:
         #: When the server closed the connection (``time.monotonic_ns()``), or None.
         self.closed_ns: int | None = None
         self._received = threading.Condition()
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        self.sock.sendall(request_bytes(path))
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 

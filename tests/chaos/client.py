@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.raw_http import request_bytes
+
 #: Kind -> weight in the mix.
 MIX: dict[str, int] = {
     "complete": 30,
@@ -205,19 +207,11 @@ class Connection:
             self.writer.close()
 
 
-def request_bytes(method: str, path: str, body: bytes = b"", length: int | None = None) -> bytes:
-    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    if method == "POST":
-        head += f"Content-Length: {len(body) if length is None else length}\r\n"
-        head += "Content-Type: application/octet-stream\r\n"
-    return head.encode() + b"\r\n" + body
-
-
 async def control(port: int, path: str) -> Any:
     """GET a control endpoint on a connection of its own, and return its JSON."""
     conn = await Connection.open(port)
     try:
-        await conn.send(request_bytes("GET", path))
+        await conn.send(request_bytes(path))
         status, headers = await conn.head()
         body = await conn.body(headers)
         if status != 200:
@@ -276,7 +270,9 @@ class Client:
         conn = await self._connection(step.reuse)
         keep = False
         try:
-            await conn.send(request_bytes(step.method, step.path, step.body, step.length or None))
+            await conn.send(
+                request_bytes(step.path, step.method, step.body, length=step.length or None)
+            )
             if step.wait_started:
                 answer = await control(self.port, f"/_ctl/await/{step.rid}")
                 outcome.confirmed_started = bool(answer["started"])
