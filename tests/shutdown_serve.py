@@ -15,6 +15,7 @@ subclass.
 from __future__ import annotations
 
 import importlib
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -155,6 +156,9 @@ def run_hypercorn(kind: str, fd: int, graceful: float | None) -> int:
 
 
 def main(argv: list[str]) -> int:
+    # A shell starts background jobs with SIGINT ignored, and children inherit that: the
+    # servers must see Ctrl+C as they would in a terminal, whoever started the tests.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     kind, fd = argv[0], int(argv[1])
     graceful = float(argv[2]) if len(argv) > 2 else None
     if kind in UVICORN:
