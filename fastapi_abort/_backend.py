@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 NO_EVENT_LOOP = (
     "{what} must run on an asyncio or trio event loop, and none is running in this thread. "
@@ -60,12 +62,16 @@ def call_later(delay: float, callback: Callable[[], object]) -> Callable[[], obj
     return loop.call_later(delay, callback).cancel
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> object: ...
+
+
 class Spawned:
     """A background task started without a task group; ``cancel()`` stops it soon.
 
-    ``cancel()`` is idempotent and drops every reference the handle holds: the timer and the task
-    refer back to the request's state, and a cycle left behind would leave each request to the
-    cyclic garbage collector.
+    ``cancel()`` is idempotent and drops every reference the handle holds: the task refers back
+    to the request's state, and a cycle left behind would leave each request to the cyclic
+    garbage collector.
     """
 
     __slots__ = ("_cancel",)
@@ -79,47 +85,18 @@ class Spawned:
             cancel()
 
 
-class _Delayed(Spawned):
-    """An asyncio task that is created only once ``delay`` has passed, if not cancelled first."""
+def spawn(func: Callable[[], Coroutine[Any, Any, None]], name: str) -> Cancellable:
+    """Start ``func()`` as a background task on the running loop; return what cancels it.
 
-    __slots__ = ("_func", "_loop", "_name")
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        delay: float,
-        func: Callable[[], Coroutine[Any, Any, None]],
-        name: str,
-    ) -> None:
-        self._loop, self._func, self._name = loop, func, name
-        super().__init__(loop.call_later(delay, self._start).cancel)
-
-    def _start(self) -> None:
-        func, self._func = self._func, None  # type: ignore[assignment]
-        if self._cancel is not None:
-            self._cancel = self._loop.create_task(func(), name=self._name).cancel
-
-    def cancel(self) -> None:
-        self._func = None  # type: ignore[assignment]
-        super().cancel()
-
-
-def spawn(func: Callable[[], Coroutine[Any, Any, None]], name: str, delay: float = 0.0) -> Spawned:
-    """Start ``func()`` as a background task on the running loop, ``delay`` seconds from now.
-
-    On asyncio, a task cancelled before its delay is up is never created at all (a timer handle
-    costs far less than a task). On trio the task starts at once, whatever the delay. ``func``
-    must handle its own exceptions: on trio it runs as a system task, where an escaping
-    exception would crash the whole run.
+    On asyncio that is the task itself. ``func`` must handle its own exceptions: on trio it runs
+    as a system task, where an escaping exception would crash the whole run.
     """
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         loop = None
     if loop is not None:
-        if delay > 0:
-            return _Delayed(loop, delay, func, name)
-        return Spawned(loop.create_task(func(), name=name).cancel)
+        return loop.create_task(func(), name=name)
     trio = _trio()
     if trio is None:  # pragma: no cover - anyio runs only on asyncio and trio
         raise RuntimeError(NO_EVENT_LOOP.format(what="The request watcher"))
@@ -131,3 +108,75 @@ def spawn(func: Callable[[], Coroutine[Any, Any, None]], name: str, delay: float
 
     trio.lowlevel.spawn_system_task(run, name=name)
     return Spawned(scope.cancel)
+
+
+class Delayed(Protocol):
+    def delay_passed(self) -> None: ...
+
+
+class _Batch:
+    """Calls ``delay_passed()`` on items ``delay`` seconds after they were added, with one loop
+    timer for all the items whose time has come, instead of one timer per item.
+
+    A timer per request costs more than the rest of a request's token (on uvloop: a
+    ``TimerHandle`` and a libuv timer, created, then cancelled as nearly every request ends
+    within the delay). Here an item costs two deque appends; the timer fires once per batch,
+    and items whose requests have ended are simply skipped by their ``delay_passed()``. Items
+    are added in time order (one delay per batch), so the earliest is always first.
+    """
+
+    __slots__ = ("_delay", "_dues", "_items", "_timer", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        self.loop = loop
+        self._delay = delay
+        self._dues: deque[float] = deque()
+        self._items: deque[Delayed] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, item: Delayed) -> None:
+        due = self.loop.time() + self._delay
+        self._dues.append(due)
+        self._items.append(item)
+        if self._timer is None:
+            self._timer = self.loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        # Within a microsecond of due counts as due: loop clocks are coarser than float
+        # arithmetic on them (uvloop counts whole milliseconds), and re-arming the timer for an
+        # item due a rounding error from now would spin the loop until its clock moves.
+        now = self.loop.time() + 1e-6
+        dues, items = self._dues, self._items
+        ready = []
+        while dues and dues[0] <= now:
+            dues.popleft()
+            ready.append(items.popleft())
+        self._timer = self.loop.call_at(dues[0], self._fire) if dues else None
+        for item in ready:
+            item.delay_passed()
+
+
+_batches = threading.local()
+
+
+def call_after_delay(item: Delayed, delay: float) -> bool:
+    """Call ``item.delay_passed()`` ``delay`` seconds from now, on the running asyncio loop.
+
+    Returns ``False`` (and does nothing) when no asyncio loop runs in this thread. There is no
+    way to cancel: ``delay_passed()`` must check whether it is still wanted. The item is held
+    until then.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    # One batch per thread and delay: a loop runs in one thread, and the batch of a loop that
+    # has been replaced (a new loop in the same thread) is dropped with it.
+    batches: dict[float, _Batch] | None = getattr(_batches, "by_delay", None)
+    if batches is None:
+        batches = _batches.by_delay = {}
+    batch = batches.get(delay)
+    if batch is None or batch.loop is not loop:
+        batch = batches[delay] = _Batch(loop, delay)
+    batch.add(item)
+    return True

@@ -22,13 +22,14 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import Context, copy_context
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
 from starlette.websockets import WebSocketDisconnect
 
-from ._backend import Spawned, spawn
+from ._backend import Cancellable, call_after_delay, spawn
 from ._token import (
     CancellationReason,
     CancellationToken,
@@ -46,6 +47,8 @@ logger = logging.getLogger("fastapi_abort")
 
 #: The scope key under which the middleware keeps the request's state.
 SCOPE_KEY = "fastapi_abort.request"
+#: The name of the watcher tasks.
+WATCHER_NAME = "fastapi_abort request watcher"
 
 #: The quiet line logged once per request whose client went away before the response was
 #: complete, when the app has finished (method, path, status code, message, elapsed seconds).
@@ -297,7 +300,8 @@ class RequestState:
         #: The server's disconnect message, given to every later call of the app's receive.
         self._gone: Message | None = None
         self._changed: anyio.Event | None = None
-        self._watcher: Spawned | None = None
+        #: None (no watcher), the context to start it in once its delay passes, or the task.
+        self._watcher: Context | Cancellable | None = None
         self._app_has_read = False
         self._hold_for_continue = False
 
@@ -502,7 +506,18 @@ class RequestState:
 
     def _start_watcher(self) -> None:
         delay = self.config.watcher_delay
-        self._watcher = spawn(self._watch, "fastapi_abort request watcher", delay)
+        if delay > 0 and call_after_delay(self, delay):
+            # The watcher runs in the context of the call that asked for the token, as a task
+            # started then would (what the context holds may matter to the server's receive).
+            self._watcher = copy_context()
+        else:
+            self._watcher = spawn(self._watch, WATCHER_NAME)
+
+    def delay_passed(self) -> None:
+        """Start the watcher, unless the request no longer needs one (asyncio only)."""
+        context = self._watcher
+        if isinstance(context, Context):
+            self._watcher = context.run(spawn, self._watch, WATCHER_NAME)
 
     def _must_wait(self) -> bool:
         if self._reading:
@@ -582,8 +597,8 @@ class RequestState:
 
     def _stop_watcher(self) -> None:
         watcher = self._watcher
-        if watcher is not None:
-            self._watcher = None
+        self._watcher = None
+        if watcher is not None and not isinstance(watcher, Context):
             watcher.cancel()
 
     def finish(self) -> None:
