@@ -31,6 +31,14 @@ def _trio() -> Any:
     return sys.modules.get("trio")
 
 
+def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop running in this thread, or ``None`` (trio, or no loop at all)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def call_soon_threadsafe(what: str) -> CallSoon:
     """Return a function that schedules a callback on the running loop, from any thread.
 
