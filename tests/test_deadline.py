@@ -64,7 +64,11 @@ async def get(app: FastAPI, path: str) -> httpx.Response:
 
 
 def deadline_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if "504 Gateway Timeout" in r.getMessage()]
+    return [
+        r
+        for r in caplog.records
+        if r.name == "fastapi_abort" and "504 Gateway Timeout" in r.getMessage()
+    ]
 
 
 async def test_an_app_wide_deadline_ends_a_cooperative_endpoint_with_a_problem_504(

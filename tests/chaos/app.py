@@ -43,7 +43,6 @@ from fastapi_abort import (
 )
 from fastapi_abort._middleware import SCOPE_KEY, RequestState
 from tests.chaos.client import BIG_BODY
-from tests.chaos.logs import configure_logging
 
 #: How long a request that waits for its client to leave waits at most. A missed trip shows up
 #: as a request still running when the run ends, long before this.
@@ -403,5 +402,6 @@ async def stats(
 
 
 fastapi_app.include_router(control)
-configure_logging()
+# Logging is the launcher's to configure (tests.serve, common_log): importing this module, as
+# the isolation tests do, must not change the test process's logging.
 app = Finaliser(fastapi_app)
