@@ -22,14 +22,14 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import Context, copy_context
+from contextvars import Context
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
 from starlette.websockets import WebSocketDisconnect
 
-from ._backend import Cancellable, call_after_delay, spawn
+from ._backend import Cancellable, DelayBatch, call_after_delay, spawn
 from ._token import (
     CancellationReason,
     CancellationToken,
@@ -300,8 +300,8 @@ class RequestState:
         #: The server's disconnect message, given to every later call of the app's receive.
         self._gone: Message | None = None
         self._changed: anyio.Event | None = None
-        #: None (no watcher), the context to start it in once its delay passes, or the task.
-        self._watcher: Context | Cancellable | None = None
+        #: None (no watcher), the batch it waits in for its delay to pass, or the task.
+        self._watcher: DelayBatch | Cancellable | None = None
         self._app_has_read = False
         self._hold_for_continue = False
 
@@ -506,18 +506,16 @@ class RequestState:
 
     def _start_watcher(self) -> None:
         delay = self.config.watcher_delay
-        if delay > 0 and call_after_delay(self, delay):
-            # The watcher runs in the context of the call that asked for the token, as a task
-            # started then would (what the context holds may matter to the server's receive).
-            self._watcher = copy_context()
-        else:
-            self._watcher = spawn(self._watch, WATCHER_NAME)
+        batch = call_after_delay(self, delay) if delay > 0 else None
+        self._watcher = batch if batch is not None else spawn(self._watch, WATCHER_NAME)
 
-    def delay_passed(self) -> None:
-        """Start the watcher, unless the request no longer needs one (asyncio only)."""
-        context = self._watcher
-        if isinstance(context, Context):
-            self._watcher = context.run(spawn, self._watch, WATCHER_NAME)
+    def delay_passed(self, context: Context) -> None:
+        """Start the watcher: its delay has passed and the request still runs (asyncio only).
+
+        It runs in (a copy of) the context of the call that asked for the token, as a task
+        started then would: what the context holds may matter to the server's ``receive``.
+        """
+        self._watcher = context.run(spawn, self._watch, WATCHER_NAME)
 
     def _must_wait(self) -> bool:
         if self._reading:
@@ -598,7 +596,9 @@ class RequestState:
     def _stop_watcher(self) -> None:
         watcher = self._watcher
         self._watcher = None
-        if watcher is not None and not isinstance(watcher, Context):
+        if isinstance(watcher, DelayBatch):
+            watcher.discard(self)
+        elif watcher is not None:
             watcher.cancel()
 
     def finish(self) -> None:
