@@ -104,9 +104,10 @@ class _CancellableStream(httpx.AsyncByteStream):
         await self._stream.aclose()
 
 
-class _CancellableChunks:
+class _CancellableChunks(AsyncIterator[bytes]):
     """The iterator behind :class:`_CancellableStream`: a class, not an async generator, so that
-    no suspended generator is left for the garbage collector when a read is cancelled."""
+    no suspended generator is left for the garbage collector when a read is cancelled. Its
+    ``__aiter__`` (returning itself) comes from :class:`collections.abc.AsyncIterator`."""
 
     __slots__ = ("_chunks", "_stream", "_token")
 
@@ -114,9 +115,6 @@ class _CancellableChunks:
         self._token = token
         self._stream = stream
         self._chunks = stream.__aiter__()
-
-    def __aiter__(self) -> _CancellableChunks:
-        return self
 
     async def __anext__(self) -> bytes:
         token = self._token
