@@ -30,7 +30,6 @@ from typing import Any
 from urllib.parse import unquote, urlencode
 
 import anyio
-import anyio.abc
 import anyio.lowlevel
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message
@@ -71,6 +70,15 @@ LIFESPAN_TIMED_OUT = (
     "AbortingClient if the app does not run a lifespan."
 )
 NOT_LIFESPAN = "Expected an ASGI lifespan message, but got '{type}'."
+# What a lifespan may send (uvicorn's lifespan/on.py asserts the same).
+_LIFESPAN_MESSAGES = frozenset(
+    {
+        "lifespan.startup.complete",
+        "lifespan.startup.failed",
+        "lifespan.shutdown.complete",
+        "lifespan.shutdown.failed",
+    }
+)
 LIFESPAN_FAILED = "The app's lifespan {phase} failed: {message}"
 NOT_OPEN = (
     "The client is not open: use it as `async with AbortingClient(app) as client:` and send "
@@ -471,8 +479,8 @@ class _Exchange:
     # -- the client ----------------------------------------------------------------------------
 
     def client_leaves(self) -> None:
-        if self.left_after is not None or self.finished:
-            return
+        # Called once at most, while the app runs: Leave.now() calls it only the first time,
+        # and never once run() has unbound the Leave.
         self.left_after = time.perf_counter() - self.started_at
         self.left_before_completion = not self.response_complete
         self._uploading.cancel()  # the rest of the body is not coming
@@ -493,6 +501,9 @@ class _Exchange:
             self.exception = exc
         finally:
             self.finished = True
+            # A Leave fired from now on (in the moment the other tasks are being cancelled)
+            # comes after the app's return: it does nothing, as the docs of Leave.now() say.
+            self.leave._unbind()
             _current.reset(reset)
 
     async def watchdog(self, seconds: float) -> None:
@@ -659,6 +670,18 @@ class _Lifespan:
         self.answered = False
         self.failure: str | None = None
         self.exception: Exception | None = None
+        self._task_group = anyio.create_task_group()
+
+    async def start(self, app: ASGIApp) -> None:
+        """Call the app with the lifespan scope, in a task of its own."""
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self.run, app)
+
+    async def stop(self) -> None:
+        """Cancel the app's lifespan task, and wait for it."""
+        # The lifespan task keeps what the app raises: the task group has nothing to raise.
+        self._task_group.cancel_scope.cancel()
+        await self._task_group.__aexit__(None, None, None)
 
     async def run(self, app: ASGIApp) -> None:
         try:
@@ -679,14 +702,14 @@ class _Lifespan:
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        if not kind.startswith("lifespan."):
+        if kind not in _LIFESPAN_MESSAGES:
             raise RuntimeError(NOT_LIFESPAN.format(type=kind))
         self.answered = True
         if kind.endswith(".failed"):
             self.failure = message.get("message", "")
         if kind.startswith("lifespan.startup."):
             self.started.set()
-        elif kind.startswith("lifespan.shutdown."):
+        else:
             self.stopped.set()
 
     def check(self, phase: str) -> None:
@@ -747,20 +770,18 @@ class AbortingClient:
         self.raise_app_exceptions = raise_app_exceptions
         self._state: dict[str, Any] = {}
         self._open = False
-        self._task_group: anyio.abc.TaskGroup | None = None
         self._lifespan: _Lifespan | None = None
 
     async def __aenter__(self) -> AbortingClient:
         if self.lifespan:
-            lifespan = self._lifespan = _Lifespan(self._state)
-            task_group = self._task_group = anyio.create_task_group()
-            await task_group.__aenter__()
-            task_group.start_soon(lifespan.run, self.app)
+            lifespan = _Lifespan(self._state)
+            await lifespan.start(self.app)
             try:
-                await self._wait_lifespan(lifespan.started, "startup")
+                await self._wait_lifespan(lifespan, lifespan.started, "startup")
             except BaseException:
-                await self._stop_lifespan()
+                await lifespan.stop()
                 raise
+            self._lifespan = lifespan
         self._open = True
         return self
 
@@ -771,30 +792,21 @@ class AbortingClient:
         traceback: TracebackType | None,
     ) -> None:
         self._open = False
-        lifespan = self._lifespan
+        lifespan, self._lifespan = self._lifespan, None
         if lifespan is None:
             return
         lifespan.shutdown.set()
         try:
-            await self._wait_lifespan(lifespan.stopped, "shutdown")
+            await self._wait_lifespan(lifespan, lifespan.stopped, "shutdown")
         finally:
-            await self._stop_lifespan()
+            await lifespan.stop()
 
-    async def _wait_lifespan(self, done: anyio.Event, phase: str) -> None:
-        lifespan = self._lifespan
-        assert lifespan is not None
+    async def _wait_lifespan(self, lifespan: _Lifespan, done: anyio.Event, phase: str) -> None:
         with anyio.move_on_after(self.timeout) as bound:
             await done.wait()
         if bound.cancelled_caught:
             raise TimeoutError(LIFESPAN_TIMED_OUT.format(phase=phase, timeout=self.timeout))
         lifespan.check(phase)
-
-    async def _stop_lifespan(self) -> None:
-        task_group, self._task_group, self._lifespan = self._task_group, None, None
-        if task_group is not None:
-            # The lifespan task keeps what the app raises: the task group has nothing to raise.
-            task_group.cancel_scope.cancel()
-            await task_group.__aexit__(None, None, None)
 
     async def request(
         self,
@@ -873,7 +885,7 @@ class AbortingClient:
                 await exchange.run(self.app)
                 task_group.cancel_scope.cancel()
         finally:
-            trigger._unbind()
+            trigger._unbind()  # done by run() already, unless the task group failed to start
             _catcher.release()
             await exchange.close_body()
         elapsed = time.perf_counter() - exchange.started_at
