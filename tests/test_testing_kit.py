@@ -28,6 +28,7 @@ from fastapi_abort import (
     get_request_aborted,
     install,
 )
+from fastapi_abort._middleware import DEADLINE_LOG
 from fastapi_abort.testing import (
     AFTER_COMPLETE,
     BAD_BYTES,
@@ -44,6 +45,7 @@ from fastapi_abort.testing import (
     LIFESPAN_TIMED_OUT,
     MIDDLEWARE_MISSING,
     NO_RESPONSE,
+    NOT_LIFESPAN,
     NOT_OPEN,
     NOT_READING,
     READING,
@@ -115,10 +117,10 @@ async def three_messages_read(
     return [(m["body"], m["more_body"]) for m in received]
 
 
-def slow_app() -> FastAPI:
+def slow_app(deadline: float | None = None) -> FastAPI:
     """/slow waits for its token; /quick answers at once."""
     app = FastAPI()
-    install(app)
+    install(app, deadline=deadline)
 
     @app.get("/slow")
     async def slow(ct: RequestAborted) -> str:
@@ -131,6 +133,15 @@ def slow_app() -> FastAPI:
         return "quick"
 
     return app
+
+
+@pytest.fixture
+def abort_logger() -> Iterator[logging.Logger]:
+    """The ``fastapi_abort`` logger, its level put back after the test."""
+    logger = logging.getLogger("fastapi_abort")
+    level = logger.level
+    yield logger
+    logger.setLevel(level)
 
 
 # -- what the client reports -------------------------------------------------------------------
@@ -215,6 +226,43 @@ async def test_the_quiet_line_still_reaches_handlers_that_would_see_it(
     assert [record.getMessage() for record in caplog.records] == [
         outcome.aborted_log.getMessage() if outcome.aborted_log else None
     ]
+
+
+async def test_a_level_on_the_fastapi_abort_logger_hides_the_line_from_handlers_only(
+    abort_logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # the root logger would show INFO...
+    abort_logger.setLevel(logging.WARNING)  # ...but the app's own logger does not
+    async with AbortingClient(slow_app()) as client:
+        outcome = await client.get("/slow", leave=leave_after(0))
+    assert outcome.aborted_log is not None
+    assert caplog.records == []
+    assert abort_logger.level == logging.WARNING
+
+
+async def test_a_level_the_app_sets_on_the_logger_while_a_request_runs_is_kept(
+    abort_logger: logging.Logger,
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        abort_logger.setLevel(logging.ERROR)  # a logging.config call, say
+        await respond(send)
+
+    async with raw_client(app) as client:
+        await client.get("/")
+    assert abort_logger.level == logging.ERROR
+    assert abort_logger.filters == []
+
+
+async def test_a_deadline_warning_is_not_taken_for_the_quiet_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with AbortingClient(slow_app(deadline=0.01)) as client:
+        outcome = await client.get("/slow")
+    assert outcome.status == 504
+    assert outcome.reason is CancellationReason.DEADLINE
+    assert outcome.aborted_log is None
+    assert [record.msg for record in caplog.records] == [DEADLINE_LOG]
 
 
 async def test_concurrent_requests_each_get_their_own_quiet_line() -> None:
@@ -648,6 +696,18 @@ async def test_the_scope_is_built_from_the_request() -> None:
     assert scope["asgi"]["spec_version"] == "2.3"
 
 
+async def test_a_host_header_given_is_sent_instead_of_testserver() -> None:
+    hosts: list[list[bytes]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        hosts.append([value for name, value in scope["headers"] if name == b"host"])
+        await respond(send)
+
+    async with raw_client(app) as client:
+        await client.get("/", headers=[("Host", "api.example.org")])
+    assert hosts == [[b"api.example.org"]]
+
+
 async def test_json_and_content_together_are_refused() -> None:
     async with raw_client(lambda scope, receive, send: respond(send)) as client:
         with pytest.raises(ValueError, match=exactly(CONTENT_AND_JSON)):
@@ -676,6 +736,25 @@ async def test_messages_out_of_order_fail_as_on_uvicorn(
     async with raw_client(app) as client:
         with pytest.raises(RuntimeError, match=exactly(error)):
             await client.get("/")
+
+
+async def test_after_the_client_left_any_message_is_taken_quietly_as_on_uvicorn() -> None:
+    start_again: Message = {"type": "http.response.start", "status": 500, "headers": []}
+    trailers: Message = {"type": "http.response.trailers", "headers": [], "more_trailers": False}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-n", b"1")]})
+        # Out of order, but the connection is gone: nobody is there to refuse them.
+        await send(start_again)
+        await send(trailers)
+
+    async with raw_client(app) as client:
+        outcome = await client.get("/", leave=leave_on_response_start())
+    assert outcome.status == 200
+    assert outcome.headers["x-n"] == "1"
+    assert outcome.messages[1:] == (start_again, trailers)
+    assert outcome.chunks == ()
+    assert not outcome.response_complete
 
 
 async def test_an_app_that_returns_without_a_response_has_no_status() -> None:
@@ -892,3 +971,24 @@ async def test_an_app_without_a_lifespan_is_served_all_the_same() -> None:
 
     async with AbortingClient(watched(app)) as client:
         assert (await client.get("/")).status == 200
+
+
+@pytest.mark.parametrize("kind", ["http.response.start", "lifespan.startup.done"])
+async def test_a_lifespan_message_uvicorn_refuses_is_refused_and_the_app_has_no_lifespan(
+    kind: str,
+) -> None:
+    errors: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            try:
+                await send({"type": kind})
+            except RuntimeError as exc:
+                errors.append(str(exc))
+                raise
+        await respond(send)
+
+    async with AbortingClient(watched(app)) as client:
+        assert (await client.get("/")).status == 200
+    assert errors == [NOT_LIFESPAN.format(type=kind)]
