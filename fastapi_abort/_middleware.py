@@ -353,7 +353,7 @@ class RequestState:
         reason = exc.reason
         if (
             source is None
-            or exc.token._origin is not source.token
+            or (exc.token._origin or exc.token) is not source.token
             or (
                 reason is not CancellationReason.CLIENT_DISCONNECTED
                 and reason is not CancellationReason.DEADLINE

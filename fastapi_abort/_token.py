@@ -180,11 +180,14 @@ class CancellationToken:
         # A passed deadline counts even if its timer has not fired yet: a CPU-bound loop on the
         # event loop thread would otherwise never let the timer run.
         if deadline is not None and time.monotonic() >= deadline:
-            self._cancel(CancellationReason.DEADLINE, self)
+            self._cancel(CancellationReason.DEADLINE, None)
             return self._reason is not _NOT_CANCELLED
-        # Reading a parent whose deadline passed cancels it, and through the link this token.
-        if parents and any(parent.is_cancellation_requested for parent in parents):
-            return self._reason is not _NOT_CANCELLED
+        # A cancelled parent cancels this token now, not only when the link's callback gets its
+        # turn among the parent's callbacks (reading a parent whose deadline passed cancels it).
+        for parent in parents:
+            if parent.is_cancellation_requested:
+                self._cancel(parent._reason, parent._origin or parent)
+                return self._reason is not _NOT_CANCELLED
         return False
 
     @property
@@ -209,7 +212,11 @@ class CancellationToken:
 
         The check to put at the top of each round of a loop, in ``async`` and ``def`` code alike.
         """
-        if self.is_cancellation_requested:
+        # is_cancellation_requested, with its common case (not cancelled, no deadline, no
+        # parents) answered here: this runs in tight loops.
+        if self._reason is not _NOT_CANCELLED or (
+            (self._deadline is not None or self._parents) and self.is_cancellation_requested
+        ):
             raise OperationCancelled(self)
 
     # -- callbacks -----------------------------------------------------------------------------
@@ -228,17 +235,21 @@ class CancellationToken:
         :returns: a registration; ``unregister()`` it (or use it as a context manager) once the
             callback is no longer wanted, so that it is not kept alive.
         """
-        if self._deadline is not None:
-            self.is_cancellation_requested  # noqa: B018 - a passed deadline cancels, now
+        if self._deadline is not None or self._parents:
+            # A passed deadline, this token's or a parent's, cancels now.
+            self.is_cancellation_requested  # noqa: B018
+        # Made before taking the lock: an allocation may start a garbage collection, whose
+        # finalizers may cancel a token, and the lock is not reentrant.
+        registration = CancellationTokenRegistration(self, callback)
         with _lock:
             callbacks = self._callbacks
             if callbacks is not None:
-                registration = CancellationTokenRegistration(self, callback)
                 callbacks[registration] = None
                 return registration
+        registration._token = None
         if self._reason is not _NOT_CANCELLED:
             _run_callback(callback)
-        return CancellationTokenRegistration(None, callback)
+        return registration
 
     # -- waiting -------------------------------------------------------------------------------
 
@@ -327,10 +338,11 @@ class CancellationToken:
                 timeout = None  # threading.Event.wait() cannot take an infinity
         if self.is_cancellation_requested:
             return True
+        new_event = threading.Event()  # made outside the lock, as in register()
         with _lock:
             event = self._event
             if event is None:
-                event = self._event = threading.Event()
+                event = self._event = new_event
             if self._reason is not _NOT_CANCELLED:
                 return True
         end = None if timeout is None else time.monotonic() + timeout
@@ -359,7 +371,18 @@ class CancellationToken:
 
     # -- used by the source --------------------------------------------------------------------
 
-    def _cancel(self, reason: object, origin: CancellationToken, ticket: object = None) -> None:
+    def _deadline_passed(self) -> None:
+        """Cancel if the deadline has passed, read or not: a timer that could not run yet (a
+        busy event loop) must not make a passed deadline depend on whether anybody looked."""
+        deadline = self._deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            self._cancel(CancellationReason.DEADLINE, None)
+
+    def _cancel(
+        self, reason: object, origin: CancellationToken | None, ticket: object = None
+    ) -> None:
+        """Cancel this token. ``origin``: the token that was cancelled first, if not this one
+        (``None`` for this one: a token that referred to itself would be a reference cycle)."""
         with _lock:
             if self._reason is not _NOT_CANCELLED or self._closed:
                 return
@@ -386,6 +409,7 @@ class CancellationToken:
             # nothing is left to release: a request's token is closed twice, at the end of its
             # response and when the app returns.
             return
+        self._deadline_passed()
         with _lock:
             self._closed = True
             self._callbacks = None
@@ -511,7 +535,7 @@ class CancellationTokenSource:
         """
         if reason is None:
             raise ValueError("cancel() needs a reason that is not None")
-        self.token._cancel(reason, self.token)
+        self.token._cancel(reason, None)
 
     def cancel_after(self, delay: float) -> None:
         """Cancel the token with reason :attr:`CancellationReason.DEADLINE` in ``delay`` seconds.
@@ -525,6 +549,8 @@ class CancellationTokenSource:
         if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
             raise ValueError(BAD_DELAY.format(delay=delay))
         token = self.token
+        # A deadline that passed unread still counts: it is not replaced by a later one.
+        token._deadline_passed()
         if delay == math.inf:
             with _lock:
                 old, token._timer = token._timer, None
@@ -538,18 +564,28 @@ class CancellationTokenSource:
         def fire() -> None:
             # Only the timer of the latest deadline may cancel: an earlier one that was replaced
             # (and raced its own cancellation) must not.
-            token._cancel(CancellationReason.DEADLINE, token, ticket)
+            token._cancel(CancellationReason.DEADLINE, None, ticket)
 
         with _lock:
             if token._reason is not _NOT_CANCELLED or token._closed:
                 return
-            old = token._timer
+            old, token._timer = token._timer, None
             token._deadline = time.monotonic() + delay
             token._timer_ticket = ticket
-            # Started under the lock, so the deadline and its timer always change together.
-            token._timer = call_later(delay, fire) or _timer_thread(delay, fire)
         if old is not None:
             old()
+        # Started outside the lock (it allocates: see register()). The ticket says whether this
+        # is still the current deadline once it is kept; a replaced one only cancels.
+        timer: Callable[[], object] | None = call_later(delay, fire) or _timer_thread(delay, fire)
+        with _lock:
+            if (
+                token._timer_ticket is ticket
+                and token._reason is _NOT_CANCELLED
+                and not token._closed
+            ):
+                token._timer, timer = timer, None
+        if timer is not None:
+            timer()  # replaced, cancelled or closed meanwhile
 
     def close(self) -> None:
         """Release the source: unlink from parents, stop the timer, drop the callbacks.

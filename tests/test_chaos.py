@@ -188,11 +188,6 @@ def test_the_same_seed_makes_the_same_plan() -> None:
 # -- found by the run ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CancellationTokenSource.cancel() stores the token itself as its _origin: every "
-    "cancelled token is a reference cycle, freed by the cyclic collector instead of at once",
-)
 def test_a_cancelled_token_is_freed_as_soon_as_nothing_refers_to_it() -> None:
     source = CancellationTokenSource()
     token = weakref.ref(source.token)

@@ -379,8 +379,8 @@ class TokenMachine(RuleBasedStateMachine):
             if m.reason is not None and token.reason is None:
                 out.append(f"token {i}: not cancelled, model {m.reason!r}")
             origin = None if m.origin is None else self.real[m.origin].token
-            if token._origin is not origin:
-                out.append(f"token {i}: origin {token._origin!r}, model token {m.origin}")
+            if _origin(token) is not origin:
+                out.append(f"token {i}: origin {_origin(token)!r}, model token {m.origin}")
             if token.can_be_cancelled != model.can_be_cancelled(i):
                 out.append(f"token {i}: can_be_cancelled {token.can_be_cancelled}")
         with self.runs_lock:
@@ -603,7 +603,7 @@ class TokenMachine(RuleBasedStateMachine):
                 assert token.reason is None, (i, token.reason)
             if token.reason is not None and m.reason is None:
                 m.reason = token.reason
-                m.origin = self.real.index(_source_of(self.real, token._origin))
+                m.origin = self.real.index(_source_of(self.real, _origin(token)))
                 m.own = m.origin == i
             m.closed = m.closed or token._closed
             if m.closed:
@@ -647,9 +647,11 @@ class TokenMachine(RuleBasedStateMachine):
     def linked_tokens_follow_their_parents(self) -> None:
         for i, m in enumerate(self.model.tokens):
             token = self.real[i].token
-            if token._origin is not None:
+            if token.reason is not None:
                 # The origin's reason is the one passed on, and never changes.
-                assert token._origin._reason is token._reason
+                origin = _origin(token)
+                assert origin is not None
+                assert origin._reason is token._reason
             if m.closed:
                 continue
             parents = [self.real[p].token for p in m.parents]
@@ -693,6 +695,14 @@ async def _call(func: Callable[[], Any]) -> Any:
     return func()
 
 
+def _origin(token: CancellationToken) -> CancellationToken | None:
+    """The token that was cancelled first (``_origin`` is None when it is the token itself), or
+    None while the token is not cancelled."""
+    if token.reason is None:
+        return None
+    return token._origin or token
+
+
 def _source_of(
     sources: list[CancellationTokenSource], token: CancellationToken | None
 ) -> CancellationTokenSource:
@@ -714,29 +724,9 @@ TestTokenUnderConcurrencyOnTrio = TrioTokenMachine.TestCase
 TestTokenUnderConcurrencyOnTrio.settings = PROFILE
 
 
-# -- defects found by the machine, pinned one by one ---------------------------------------------
-
-PASSED_DEADLINE_LOST = (
-    "A passed deadline counts as a cancellation only if something reads the token before "
-    "close() or cancel_after() runs: both drop a deadline that has passed without cancelling."
-)
-CHILD_OF_PASSED_PARENT_DEADLINE = (
-    "register() checks the token's own deadline, not its parents': a callback registered on a "
-    "child whose parent's deadline passed is kept instead of run at once."
-)
-CHILD_BEHIND_PARENT = (
-    "A linked child reads as not cancelled while its parent's callbacks, which the link is one "
-    "of, are still running: is_cancellation_requested sees the cancelled parent and does not "
-    "cancel the child itself."
-)
-FINALIZER_DEADLOCK = (
-    "The one token lock is not reentrant, and register() allocates under it: a garbage "
-    "collection there runs finalizers in the same thread, and one that cancels any token waits "
-    "for the lock forever."
-)
+# -- defects the machine found, fixed; each pinned by its own test ---------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=PASSED_DEADLINE_LOST)
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("then", ["close", "cancel_after"])
@@ -759,7 +749,6 @@ async def test_a_passed_deadline_cancels_whether_or_not_the_token_was_read(
     unread.close()
 
 
-@pytest.mark.xfail(strict=True, reason=CHILD_OF_PASSED_PARENT_DEADLINE)
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_register_on_a_child_whose_parent_deadline_passed_runs_the_callback_at_once(
@@ -777,7 +766,6 @@ async def test_register_on_a_child_whose_parent_deadline_passed_runs_the_callbac
         parent.close()
 
 
-@pytest.mark.xfail(strict=True, reason=CHILD_BEHIND_PARENT)
 def test_a_child_is_cancelled_as_soon_as_its_parent_reads_cancelled() -> None:
     parent = CancellationTokenSource()
     seen: list[tuple[bool, bool]] = []
@@ -822,7 +810,6 @@ FINALIZER_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(strict=True, reason=FINALIZER_DEADLOCK)
 def test_a_finalizer_that_cancels_during_register_does_not_deadlock() -> None:
     # In a child process: a deadlock holds the lock that every token shares, for good.
     try:
