@@ -80,3 +80,16 @@ async def operation_cancelled_handler(request: HTTPConnection, exc: Exception) -
 def _problem(deadline: float | None) -> Response:
     body, _ = deadline_problem(deadline)
     return Response(body, status_code=504, media_type="application/problem+json")
+
+
+async def client_disconnect_handler(request: HTTPConnection, exc: Exception) -> Response:
+    """Exception handler for Starlette's ``ClientDisconnect`` (``install()`` adds it).
+
+    ``request.stream()``, ``body()`` and ``form()`` raise it when the client leaves during the
+    upload. When the middleware saw that client leave, the request ends as any other whose
+    client left: an empty 499 and the one quiet line. Otherwise it is re-raised, untouched.
+    """
+    state: RequestState | None = request.scope.get(SCOPE_KEY)
+    if state is None or not state.aborted:
+        raise exc
+    return Response(status_code=state.config.status_code)

@@ -6,8 +6,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from starlette.requests import ClientDisconnect
+
 from ._dependency import preemptive as preemptive_dependency
-from ._handler import operation_cancelled_handler
+from ._handler import client_disconnect_handler, operation_cancelled_handler
 from ._middleware import AbortedRequest, Config, RequestAbortedMiddleware
 from ._token import OperationCancelled
 
@@ -90,6 +92,8 @@ def install(
 
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
     app.add_exception_handler(OperationCancelled, operation_cancelled_handler)
+    if ClientDisconnect not in app.exception_handlers:
+        app.add_exception_handler(ClientDisconnect, client_disconnect_handler)
 
 
 def _make_preemptive(app: Starlette) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
+from starlette.requests import ClientDisconnect
 from starlette.websockets import WebSocketDisconnect
 
 from ._backend import Cancellable, DelayBatch, call_after_delay, spawn
@@ -366,6 +367,9 @@ class RequestState:
         """Why the app ended with ``exc``, if it is this request's own cancellation."""
         if isinstance(exc, OperationCancelled):
             return self.cancelled_by(exc)
+        if isinstance(exc, ClientDisconnect) and self.aborted:
+            # Starlette's request.stream() (or body(), form()) ran into the disconnect.
+            return CancellationReason.CLIENT_DISCONNECTED
         if isinstance(exc, BaseExceptionGroup):
             reasons = {self.ended_by(inner) for inner in exc.exceptions}
             return reasons.pop() if len(reasons) == 1 else None

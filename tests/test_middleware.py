@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
@@ -455,3 +455,76 @@ async def test_the_watcher_starts_after_its_delay_and_hears_the_disconnect() -> 
             await server.read.wait()  # the watcher's first read, once its delay is up
             server.disconnect()
     assert tokens[0].reason is CancellationReason.CLIENT_DISCONNECTED
+
+
+async def test_a_client_disconnect_from_starlettes_stream_ends_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "fastapi_abort")
+    app = FastAPI()
+    install(app)
+    received: list[int] = []
+
+    @app.post("/upload")
+    async def upload(request: Request) -> None:
+        async for chunk in request.stream():  # raises ClientDisconnect when the client leaves
+            received.append(len(chunk))
+
+    server = ScriptedServer()
+    server.push_body(b"x" * 1000, more_body=True)
+    server.disconnect()
+    with anyio.fail_after(10):
+        await app(http_scope("/upload", method="POST"), server.receive, server.send)
+    assert received == [1000]
+    assert server.status() == 499
+    assert quiet_lines(caplog) == [quiet_lines(caplog)[0]]
+    assert quiet_lines(caplog)[0].startswith("POST /upload: 499 Client Closed Request after ")
+    assert nothing_above_info(caplog)
+
+
+async def test_a_client_disconnect_while_the_client_is_there_is_not_swallowed() -> None:
+    from starlette.requests import ClientDisconnect
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise ClientDisconnect  # nothing left: the middleware does not pretend it did
+
+    server = ScriptedServer()
+    with pytest.raises(ClientDisconnect):
+        await RequestAbortedMiddleware(app)(http_scope(), server.receive, server.send)
+
+
+async def test_a_client_disconnect_without_the_handler_ends_quietly_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from starlette.requests import ClientDisconnect
+
+    caplog.set_level(logging.INFO, "fastapi_abort")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "http.request"
+        assert (await receive())["type"] == "http.disconnect"
+        raise ClientDisconnect  # as Starlette's request.stream() does
+
+    server = ScriptedServer()
+    server.push_body(b"part", more_body=True)
+    server.disconnect()
+    await watched(app)(http_scope("/up", method="POST"), server.receive, server.send)
+    assert server.status() == 499
+    assert len(quiet_lines(caplog)) == 1
+
+
+async def test_the_handler_lets_a_client_disconnect_through_while_the_client_is_there() -> None:
+    from starlette.requests import ClientDisconnect
+
+    app = FastAPI()
+    install(app)
+
+    @app.get("/odd")
+    async def odd() -> None:
+        raise ClientDisconnect
+
+    server = ScriptedServer()
+    server.push_body(b"")
+    with pytest.raises(ClientDisconnect):
+        await app(http_scope("/odd"), server.receive, server.send)
+    assert server.status() == 500
