@@ -123,10 +123,11 @@ class Delayed(Protocol):
 
 
 class DelayBatch:
-    """Calls ``item.delay_passed(context)`` ``delay`` seconds after ``add(item)``, unless
-    ``discard(item)`` came first, with one loop timer for all the items whose time has come.
+    """Calls ``item.delay_passed(context)`` ``delay`` seconds after ``call_after_delay()``
+    added it, unless ``discard(item)`` came first, with one loop timer for all the items whose
+    time has come.
 
-    ``context`` is a copy of the context ``add()`` was called in, as a timer started then
+    ``context`` is a copy of the context the item was added in, as a timer started then
     would have run in. Why not a timer per item: on uvloop a ``TimerHandle`` and a libuv timer,
     created, then cancelled as nearly every request ends within the delay, cost more than the
     rest of a request's token. Why ``discard()`` and not items left to be skipped when due: an
@@ -143,12 +144,6 @@ class DelayBatch:
         # In insertion order, which is the order of due times: one delay per batch.
         self._pending: dict[Delayed, tuple[float, Context]] = {}
         self._timer: asyncio.TimerHandle | None = None
-
-    def add(self, item: Delayed) -> None:
-        due = self.loop.time() + self._delay
-        self._pending[item] = (due, copy_context())
-        if self._timer is None:
-            self._timer = self.loop.call_at(due, self._fire)
 
     def discard(self, item: Delayed) -> None:
         self._pending.pop(item, None)
@@ -195,5 +190,8 @@ def call_after_delay(item: Delayed, delay: float) -> DelayBatch | None:
     batch = batches.get(delay)
     if batch is None or batch.loop is not loop:
         batch = batches[delay] = DelayBatch(loop, delay)
-    batch.add(item)
+    due = loop.time() + delay
+    batch._pending[item] = (due, copy_context())
+    if batch._timer is None:
+        batch._timer = loop.call_at(due, batch._fire)
     return batch

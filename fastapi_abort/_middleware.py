@@ -226,7 +226,10 @@ class RequestAbortedMiddleware:
                 state.source.cancel(CancellationReason.SHUTDOWN)
             raise
         finally:
-            state.finish()
+            if state.source is None and state._watcher is None:
+                state.finished = True  # finish(), with nothing to stop or close
+            else:
+                state.finish()
             # The state holds the server's receive, which holds the server's request object,
             # which holds the scope: without this, every request would be left to the cyclic
             # garbage collector (measured on uvicorn: 0.80x the throughput of plain FastAPI).
@@ -320,7 +323,9 @@ class RequestState:
             else:
                 if self.deadline is not None:
                     source.cancel_after(self._remaining())
-                self._start_watcher()
+                delay = self.config.watcher_delay
+                batch = call_after_delay(self, delay) if delay > 0 else None
+                self._watcher = batch if batch is not None else spawn(self._watch, WATCHER_NAME)
         return source.token
 
     def _remaining(self) -> float:
@@ -508,11 +513,6 @@ class RequestState:
 
     # -- the watcher ---------------------------------------------------------------------------
 
-    def _start_watcher(self) -> None:
-        delay = self.config.watcher_delay
-        batch = call_after_delay(self, delay) if delay > 0 else None
-        self._watcher = batch if batch is not None else spawn(self._watch, WATCHER_NAME)
-
     def delay_passed(self, context: Context) -> None:
         """Start the watcher: its delay has passed and the request still runs (asyncio only).
 
@@ -568,14 +568,18 @@ class RequestState:
         ``send`` directly, with no coroutine of ours in between (one coroutine object and frame
         less per message).
         """
+        # Every request passes here twice or more: the common cases come first, and call no
+        # other method unless they must (a call costs about as much as the rest of this).
         kind = message["type"]
         if kind == "http.response.body":
             if not message.get("more_body", False) and not self._trailers:
                 self._complete()
         elif kind == "http.response.start":
             self.response_started = True
-            self._trailers = bool(message.get("trailers", False))
-            self._notify()
+            if message.get("trailers", False):
+                self._trailers = True
+            if self._changed is not None:
+                self._notify()
         elif kind == "http.response.trailers":
             if not message.get("more_trailers", False):
                 self._complete()
@@ -611,7 +615,8 @@ class RequestState:
         if self._watcher is not None:
             self._stop_watcher()
         source = self.source
-        if source is not None:
+        # Closed already if the response completed before the client left (_complete()).
+        if source is not None and (self.aborted or not self.response_complete):
             source.close()
 
 
