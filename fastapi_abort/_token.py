@@ -409,7 +409,8 @@ class CancellationToken:
             # nothing is left to release: a request's token is closed twice, at the end of its
             # response and when the app returns.
             return
-        self._deadline_passed()
+        if self._deadline is not None:  # most tokens have none: no call for them
+            self._deadline_passed()
         with _lock:
             self._closed = True
             self._callbacks = None
