@@ -347,11 +347,6 @@ class RequestState:
         if source is not None:
             source.cancel_after(self._remaining())
 
-    def caused_by_client(self, exc: OperationCancelled) -> bool:
-        """Whether ``exc`` comes from this request's token (directly or through a link) having
-        been cancelled because the client left."""
-        return self.cancelled_by(exc) is CancellationReason.CLIENT_DISCONNECTED
-
     def cancelled_by(self, exc: OperationCancelled) -> CancellationReason | None:
         """The reason (client left, or deadline) if ``exc`` comes from this request's token,
         directly or through a link; else None."""
@@ -595,25 +590,26 @@ class RequestState:
         # Marked before the server's send: some servers report http.disconnect for a finished
         # response before that send returns, and that must never read as "client gone".
         self.response_complete = True
-        if self._watcher is not None:
-            self._stop_watcher()
+        watcher = self._watcher
+        if watcher is not None:
+            self._stop_watcher(watcher)
         source = self.source
         if source is not None and not self.aborted:
             source.close()
 
-    def _stop_watcher(self) -> None:
-        watcher = self._watcher
+    def _stop_watcher(self, watcher: Cancellable | DelayBatch) -> None:
         self._watcher = None
         if isinstance(watcher, DelayBatch):
             watcher.discard(self)
-        elif watcher is not None:
+        else:
             watcher.cancel()
 
     def finish(self) -> None:
         """The app returned: the token is final from now on."""
         self.finished = True
-        if self._watcher is not None:
-            self._stop_watcher()
+        watcher = self._watcher
+        if watcher is not None:
+            self._stop_watcher(watcher)
         source = self.source
         # Closed already if the response completed before the client left (_complete()).
         if source is not None and (self.aborted or not self.response_complete):
