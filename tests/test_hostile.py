@@ -5,7 +5,7 @@ In process (both backends), with the scripted server of ``tests.scripted``:
 
 * fuzzed ASGI message sequences (hypothesis): random request bodies (sizes, ``more_body``
   flags), disconnects at random points, and random app behaviour (read, ask for the token,
-  respond, raise); unknown message types are pinned apart (UNKNOWN_MESSAGE_HELD);
+  respond, raise); a message of a type the middleware does not know is held like a body part;
 * an app that breaks the protocol: ``receive`` after the response, ``send`` after the
   disconnect, a second ``http.response.start``, a body before the start.
 
@@ -44,7 +44,7 @@ from hypothesis import strategies as st
 from starlette.types import Message, Receive, Scope, Send
 
 from fastapi_abort import CancellationToken, RequestAbortedMiddleware
-from fastapi_abort._middleware import SCOPE_KEY, RequestState
+from fastapi_abort._middleware import BODY_BEFORE_START, SCOPE_KEY, RequestState
 from tests.raw_http import leave, new_id, read_response, request_bytes
 from tests.scripted import ScriptedServer, http_scope
 from tests.serve import UVICORN, Served, running
@@ -159,7 +159,9 @@ def scripted_app(trace: Trace, actions: anyio.abc.ObjectReceiveStream[str]) -> A
                 started = True
                 await send({"type": "http.response.start", "status": 200, "headers": []})
             elif action in ("body", "final"):
-                started = True  # or broke the protocol: a body before the start
+                if not started:  # a body before the start is refused: see its own test
+                    started = True
+                    await send({"type": "http.response.start", "status": 200, "headers": []})
                 await send(
                     {"type": "http.response.body", "body": b"x", "more_body": action == "body"}
                 )
@@ -192,7 +194,7 @@ async def run_script(script: Script, caplog: pytest.LogCaptureFixture) -> None:
     messages, actions = list(script.messages), list(script.actions)
     pushed_disconnect = False
     caplog.clear()
-    with anyio.fail_after(WAIT):
+    with anyio.fail_after(WAIT), send_action:
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve)
             for take_message in script.order:
@@ -286,8 +288,9 @@ def check_trace(
     assert all(r.levelno <= logging.INFO for r in caplog.records), caplog.text
 
 
+# About 0.3 s an example on asyncio, where wait_all_tasks_blocked() polls every 0.1 s.
 FUZZ = settings(
-    max_examples=300 if CI else 100,
+    max_examples=100 if CI else 40,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -295,6 +298,7 @@ FUZZ = settings(
 
 
 @pytest.mark.anyio
+@pytest.mark.timeout(150)
 @FUZZ
 @given(script=scripts())
 async def test_fuzzed_message_sequences_keep_the_middleware_promises(
@@ -304,14 +308,6 @@ async def test_fuzzed_message_sequences_keep_the_middleware_promises(
     await run_script(script, caplog)
 
 
-UNKNOWN_MESSAGE_HELD = (
-    "The watcher holds a message of an unknown type as it would a final body message, and reads "
-    "on: the body messages after it are discarded, and an app that reads them waits for the "
-    "disconnect instead."
-)
-
-
-@pytest.mark.xfail(strict=True, reason=UNKNOWN_MESSAGE_HELD)
 @pytest.mark.anyio
 async def test_a_message_of_unknown_type_does_not_cost_the_app_its_body() -> None:
     server = ScriptedServer()
@@ -345,17 +341,6 @@ def watched(app: Any) -> RequestAbortedMiddleware:
 
 
 # -- protocol misuse, in process ----------------------------------------------------------------
-
-BODY_BEFORE_START_ACCEPTED = (
-    "A body sent before http.response.start goes to the server as it is, and the middleware "
-    "counts it as the end of the response first: the token is final before any response was "
-    "sent. It should raise RuntimeError(BODY_BEFORE_START) instead, and send nothing."
-)
-#: The message the middleware should raise (proposed; see BODY_BEFORE_START_ACCEPTED).
-BODY_BEFORE_START = (
-    "The app sent 'http.response.body' before 'http.response.start'. Send the start "
-    "(status and headers) first."
-)
 
 
 @pytest.mark.anyio
@@ -428,7 +413,6 @@ async def test_a_second_response_start_is_passed_to_the_server_which_says_what_i
     assert server.status() == 200
 
 
-@pytest.mark.xfail(strict=True, reason=BODY_BEFORE_START_ACCEPTED)
 @pytest.mark.anyio
 async def test_a_body_before_the_response_start_is_refused_with_a_clear_error() -> None:
     server = ScriptedServer()
