@@ -57,6 +57,10 @@ ABORTED_LOG = "%s %s: %d %s after %.3f s"
 #: Logged at WARNING once per request that its deadline ended with a 504 (method, path,
 #: deadline, elapsed seconds).
 DEADLINE_LOG = "%s %s: 504 Gateway Timeout: its %.3f s deadline passed, after %.3f s"
+BODY_BEFORE_START = (
+    "The app sent 'http.response.body' before 'http.response.start'. Send the start "
+    "(status and headers) first."
+)
 HOOK_FAILED = "The on_abort hook %r raised; the request was not affected"
 WATCHER_FAILED = "The request watcher stopped: the server's receive() raised"
 BAD_STATUS = "status_code must be an int from 100 to 999 (499 by default), got {value!r}"
@@ -156,9 +160,10 @@ class RequestAbortedMiddleware:
     """Pure ASGI middleware that cancels a request's token when the client disconnects.
 
     Add it outermost (``fastapi_abort.install(app)`` does), so that no other middleware reads the
-    server's ``receive`` or hides ``send`` from it. Only ``http`` scopes are handled; ``lifespan``
-    and ``websocket`` scopes pass through untouched, and so does a request already handled by an
-    outer instance of this middleware.
+    server's ``receive`` or hides ``send`` from it. ``http`` and ``websocket`` scopes are
+    handled; ``lifespan`` scopes pass through untouched, and so does a request already handled by
+    an outer instance of this middleware. An app that sends a body before the response start
+    gets a ``RuntimeError`` that says so.
 
     :param status_code: the status of the quiet response and log line (499 by default).
     :param log_level: the level of that line (``logging.INFO`` by default), an int or a name.
@@ -520,8 +525,14 @@ class RequestState:
         if self._reading:
             return True
         pending = self._pending
-        if pending is not None and pending.get("more_body", False) and not self.response_started:
-            # Holding one body message is the bound: read on only once the app takes it.
+        if (
+            pending is not None
+            and (pending.get("more_body", False) or pending["type"] != "http.request")
+            and not self.response_started
+        ):
+            # Holding one message is the bound: read on only once the app takes it. Only the
+            # last body message lets the watcher read on, for the disconnect that may follow;
+            # after a message of a type it does not know, more body may come.
             return True
         return self._hold_for_continue and not (self._app_has_read or self.response_started)
 
@@ -567,6 +578,8 @@ class RequestState:
         # other method unless they must (a call costs about as much as the rest of this).
         kind = message["type"]
         if kind == "http.response.body":
+            if not self.response_started:
+                raise RuntimeError(BODY_BEFORE_START)
             if not message.get("more_body", False) and not self._trailers:
                 self._complete()
         elif kind == "http.response.start":

@@ -28,7 +28,7 @@ from fastapi_abort import (
     get_request_aborted,
     install,
 )
-from fastapi_abort._middleware import DEADLINE_LOG
+from fastapi_abort._middleware import BODY_BEFORE_START, DEADLINE_LOG
 from fastapi_abort.testing import (
     AFTER_COMPLETE,
     BAD_BYTES,
@@ -721,7 +721,11 @@ LAST: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 @pytest.mark.parametrize(
     ("messages", "error"),
     [
-        ([LAST], EXPECTED_START.format(type="http.response.body")),
+        (
+            [{"type": "http.response.trailers", "headers": [], "more_trailers": False}],
+            EXPECTED_START.format(type="http.response.trailers"),
+        ),
+        ([LAST], BODY_BEFORE_START),  # refused by the middleware, before the kit sees it
         ([START, START], EXPECTED_BODY.format(type="http.response.start")),
         ([START, LAST, LAST], AFTER_COMPLETE.format(type="http.response.body")),
     ],
