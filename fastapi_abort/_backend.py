@@ -11,8 +11,10 @@ else.
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from contextvars import Context, copy_context
 from typing import Any, Protocol
@@ -149,10 +151,11 @@ class DelayBatch:
         self._pending.pop(item, None)
 
     def _fire(self) -> None:
-        # Within a microsecond of due counts as due: loop clocks are coarser than float
-        # arithmetic on them (uvloop counts whole milliseconds), and re-arming the timer for an
-        # item due a rounding error from now would spin the loop until its clock moves.
-        now = self.loop.time() + 1e-6
+        # Due times are read on time.monotonic(), not on the loop's clock: uvloop's counts whole
+        # milliseconds, and a timer set on it may fire up to a millisecond early, which would
+        # start a watcher before its request's delay has passed. Within a microsecond of due
+        # counts as due (asyncio may fire a timer a clock resolution early).
+        now = time.monotonic() + 1e-6
         pending = self._pending
         ready = []
         for item, (due, context) in pending.items():
@@ -164,9 +167,15 @@ class DelayBatch:
         self._timer = None
         if pending:
             due, _ = next(iter(pending.values()))
-            self._timer = self.loop.call_at(due, self._fire)
+            self._timer = self.loop.call_later(_timer_delay(due - now), self._fire)
         for item, context in ready:
             item.delay_passed(context)
+
+
+def _timer_delay(seconds: float) -> float:
+    # In whole milliseconds, rounded up: uvloop rounds a delay to the nearest millisecond, and
+    # a timer that fires before the first item is due only sets another one.
+    return math.ceil(seconds * 1000) / 1000
 
 
 _batches = threading.local()
@@ -190,8 +199,7 @@ def call_after_delay(item: Delayed, delay: float) -> DelayBatch | None:
     batch = batches.get(delay)
     if batch is None or batch.loop is not loop:
         batch = batches[delay] = DelayBatch(loop, delay)
-    due = loop.time() + delay
-    batch._pending[item] = (due, copy_context())
+    batch._pending[item] = (time.monotonic() + delay, copy_context())
     if batch._timer is None:
-        batch._timer = loop.call_at(due, batch._fire)
+        batch._timer = loop.call_later(_timer_delay(delay), batch._fire)
     return batch
