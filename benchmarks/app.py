@@ -195,6 +195,11 @@ def plain_routes(app: FastAPI) -> None:
             board.count("held", -1)
         return {"hello": "world"}
 
+    @app.get("/hold-event")
+    async def hold_event(_noop: Noop) -> dict[str, str]:
+        """As /hold: the counterpart of the other side's /hold-event (same routes, same order)."""
+        return await hold(_noop)
+
     @app.get("/poll/{rid}")
     async def poll(rid: str, request: Request, interval: float, after: float) -> dict[str, str]:
         trial = board.trial(rid)
@@ -241,6 +246,19 @@ def abort_routes(app: FastAPI) -> None:
         board.count("held")
         try:
             await ct.wait()
+        finally:
+            board.count("held", -1)
+        return {"hello": "world"}
+
+    @app.get("/hold-event")
+    async def hold_event(ct: RequestAborted) -> dict[str, str]:
+        """Takes the token, but holds as the plain side's /hold does: what the token and its
+        watcher cost alone, whatever the request waits on."""
+        event = anyio.Event()
+        board.releases.add(event)
+        board.count("held")
+        try:
+            await event.wait()
         finally:
             board.count("held", -1)
         return {"hello": "world"}

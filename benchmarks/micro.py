@@ -10,7 +10,9 @@ a fake server whose ``receive`` and ``send`` behave like uvicorn's, and reports 
   else the machine is doing: the figure to compare a change by. Only the requests after a
   warm-up are counted (start-up and imports are not).
 * ``memory``: bytes per held request (tracemalloc), ``--held`` requests held at once past the
-  watcher's delay, so that each fastapi-abort request has its token and its watcher.
+  watcher's delay, so that each fastapi-abort request has its token and its watcher; waiting
+  in ``ct.wait()`` (as the full suite does), and waiting as plain FastAPI does (the token and
+  its watcher alone).
 
 The real suite (``python -m benchmarks``) measures what users see; this one says where a change
 moves the cost, and by how much.
@@ -259,18 +261,18 @@ def callgrind_cases(requests: int, layouts: int, cases: list[str]) -> None:
 def memory(held: int, rounds: int) -> None:
     apps = {variant: build(variant) for variant in VARIANTS}
 
-    async def hold(variant: str, held: int) -> float:
+    async def hold(variant: str, held: int, path: str = "/hold") -> float:
         parked = Parked()
         servers = [FakeServer(parked) for _ in range(held)]
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
         app = apps[variant]
-        tasks = [asyncio.create_task(one(app, "/hold", server)) for server in servers]
+        tasks = [asyncio.create_task(one(app, path, server)) for server in servers]
         # Every request parked in its endpoint; on the fastapi-abort side, its watcher
         # started (once its delay passed) and parked in the server's receive().
         if not await board.until(lambda: board.counts.get("held", 0) >= held, WAIT):
             raise RuntimeError("the requests did not all arrive")
-        if variant == "abort":
+        if variant != "plain":
             await parked.until(held)
         gc.collect()
         during = tracemalloc.get_traced_memory()[0]
@@ -282,21 +284,30 @@ def memory(held: int, rounds: int) -> None:
         await asyncio.gather(*tasks)
         return (during - before) / held
 
+    #: name: (variant, path). The fastapi-abort request waits in ct.wait(), plain FastAPI's in
+    #: anyio.Event().wait(); "token alone" takes the token but waits as plain FastAPI does.
+    sides = {
+        "plain": ("plain", "/hold"),
+        "fastapi-abort": ("abort", "/hold"),
+        "token alone": ("abort", "/hold-event"),
+    }
+
     async def main() -> None:
-        for variant in VARIANTS:
-            await hold(variant, 100)  # warm-up
+        for variant, path in sides.values():
+            await hold(variant, 100, path)  # warm-up
         tracemalloc.start()
-        per_request: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+        per_request: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(rounds):
-            for variant in VARIANTS:
-                per_request[variant].append(await hold(variant, held))
+            for name, (variant, path) in sides.items():
+                per_request[name].append(await hold(variant, held, path))
         tracemalloc.stop()
         plain = statistics.median(per_request["plain"])
-        abort = statistics.median(per_request["abort"])
-        print(
-            f"held {held}: plain {plain:,.0f} B  fastapi-abort {abort:,.0f} B  "
-            f"extra {abort - plain:+,.0f} B/request (tracemalloc)"
-        )
+        for name in ("fastapi-abort", "token alone"):
+            side = statistics.median(per_request[name])
+            print(
+                f"held {held}: plain {plain:,.0f} B  {name} {side:,.0f} B  "
+                f"extra {side - plain:+,.0f} B/request (tracemalloc)"
+            )
 
     run(main)
 
