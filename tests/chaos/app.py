@@ -344,6 +344,20 @@ def _task_count() -> int:
     return len(_task_names())
 
 
+def _pool_keeps_last_result() -> bool:
+    """Whether an idle anyio worker thread still holds its last job's result or exception
+    (anyio before 4.7 keeps them in the locals of its loop until the next job): each idle worker
+    may then keep one request's state alive, a bounded number that is not a leak."""
+    import inspect
+
+    from anyio._backends import _asyncio
+
+    return "del result, exception" not in inspect.getsource(_asyncio.WorkerThread.run)
+
+
+_POOL_KEEPS_LAST_RESULT = _pool_keeps_last_result()
+
+
 def _live_library_objects(current: RequestState | None) -> dict[str, int]:
     counts = {"RequestState": 0, "CancellationTokenSource": 0, "CancellationToken": 0}
     for obj in gc.get_objects():
@@ -398,6 +412,7 @@ async def stats(
         "gc_collected": collected,
         "task_names": dict(Counter(_task_names()).most_common()),
         "live": _live_library_objects(current),
+        "pool_keeps_last_result": _POOL_KEEPS_LAST_RESULT,
     }
 
 
