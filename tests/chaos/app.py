@@ -346,7 +346,7 @@ def _task_count() -> int:
 
 def _pool_keeps_last_result() -> bool:
     """Whether an idle anyio worker thread still holds its last job's result or exception
-    (anyio before 4.7 keeps them in the locals of its loop until the next job): each idle worker
+    (anyio before 4.9 keeps them in the locals of its loop until the next job): each idle worker
     may then keep one request's state alive, a bounded number that is not a leak."""
     import inspect
 
