@@ -41,6 +41,20 @@ def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+def on_event_loop() -> bool:
+    """Whether an asyncio or trio event loop runs in this thread (worker threads have none)."""
+    if asyncio._get_running_loop() is not None:
+        return True
+    trio = _trio()
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
 def call_soon_threadsafe(what: str) -> CallSoon:
     """Return a function that schedules a callback on the running loop, from any thread.
 

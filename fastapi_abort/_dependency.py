@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import anyio.from_thread
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
+from ._backend import on_event_loop
 from ._middleware import SCOPE_KEY, RequestState, check_deadline
 from ._token import CancellationToken
 
@@ -47,10 +47,10 @@ def get_request_aborted(request: HTTPConnection) -> CancellationToken:
     :raises RuntimeError: if ``RequestAbortedMiddleware`` did not run for this request.
     """
     state = _state(request)
-    source = state.source
-    if source is not None:
-        return source.token
-    if threading.get_ident() == state.loop_thread:
+    token = state.issued
+    if token is not None:
+        return token
+    if on_event_loop():
         return state.token()
     try:
         return anyio.from_thread.run_sync(state.token)
@@ -73,7 +73,11 @@ async def request_aborted(request: HTTPConnection) -> CancellationToken:
     other ``Depends(request_aborted)`` of the request, ``use_cache=False`` included. See
     :func:`get_request_aborted`.
     """
-    return get_request_aborted(request)
+    # get_request_aborted(), for an async dependency: it runs on the event loop, always.
+    state: RequestState | None = request.scope.get(SCOPE_KEY)
+    if state is None:
+        raise RuntimeError(MIDDLEWARE_MISSING)
+    return state.token()
 
 
 #: ``Annotated`` alias: ``async def endpoint(ct: RequestAborted): ...``

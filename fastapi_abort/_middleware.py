@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import Context
@@ -34,7 +33,6 @@ from ._backend import Cancellable, DelayBatch, call_after_delay, spawn
 from ._token import (
     CancellationReason,
     CancellationToken,
-    CancellationTokenSource,
     OperationCancelled,
 )
 
@@ -196,18 +194,33 @@ class RequestAbortedMiddleware:
         self.config = Config.of(status_code, log_level, message, watcher_delay, deadline, on_abort)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Every request of the app passes here, so this is written for the fewest calls and
+        # attribute stores (each one costs every request; see docs/benchmarks.md).
         kind = scope["type"]
-        if SCOPE_KEY in scope:
-            state: RequestState | None = None
-        elif kind == "http":
-            state = RequestState(self.config, scope, receive, send)
+        if kind == "http":
+            state = RequestState()
         elif kind == "websocket":
-            state = WebSocketState(self.config, scope, receive, send)
+            state = WebSocketState()
         else:
-            state = None
-        if state is None:
+            await self.app(scope, receive, send)  # lifespan
+            return
+        if SCOPE_KEY in scope:
+            # An outer instance of this middleware handles the request already.
             await self.app(scope, receive, send)
             return
+        # What RequestState.__init__ would do (the fields that a request may not need are class
+        # attributes, written only when they change): a Python __init__, entered from C
+        # through type.__call__, costs about as much as all of these stores together.
+        state.config = config = self.config
+        # The scope holds the state too: the cycle is broken when the request ends (below).
+        state.scope = scope
+        state._server_receive = receive
+        state._server_send = send
+        state.started_at = time.perf_counter()
+        state.deadline = config.deadline if kind == "http" else None
+        state.issued = state._watcher = None
+        state.response_started = state.response_complete = state._trailers = False
+        state.aborted = state.finished = False
         scope[SCOPE_KEY] = state
         try:
             await self.app(scope, state.receive, state.send)
@@ -227,12 +240,12 @@ class RequestAbortedMiddleware:
         except BaseException as exc:
             # The server cancelled the request (at shutdown, once its graceful timeout ran out):
             # work bound to the token (callbacks, linked tokens) stops too. Always re-raised.
-            if state.source is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
-                state.source.cancel(CancellationReason.SHUTDOWN)
+            if state.issued is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
+                state.issued._cancel(CancellationReason.SHUTDOWN, None)
             raise
         finally:
-            if state.source is None and state._watcher is None:
-                state.finished = True  # finish(), with nothing to stop or close
+            if state.issued is None:
+                state.finished = True  # finish(), with no watcher to stop, no token to close
             else:
                 state.finish()
             # The state holds the server's receive, which holds the server's request object,
@@ -243,7 +256,8 @@ class RequestAbortedMiddleware:
             # Once per request whose client left, however the app ended: by OperationCancelled,
             # by returning, or by Starlette cancelling a streaming body.
             state.log_abort()
-        elif state.deadline_response:
+        elif state.issued is not None and state.deadline_response:
+            # (A deadline needs the token: it is the token's deadline.)
             state.log_deadline()
 
 
@@ -253,14 +267,11 @@ class RequestState:
     #: The message by which the server says that the connection is gone.
     DISCONNECT = "http.disconnect"
 
+    # The fields every request sets (in RequestAbortedMiddleware.__call__), then a __dict__ for
+    # the ones below, which most requests never change: a request pays for a field only once
+    # it writes it.
     __slots__ = (
-        "_app_has_read",
-        "_changed",
-        "_gone",
-        "_headers",
-        "_hold_for_continue",
-        "_pending",
-        "_reading",
+        "__dict__",
         "_server_receive",
         "_server_send",
         "_trailers",
@@ -268,70 +279,82 @@ class RequestState:
         "aborted",
         "config",
         "deadline",
-        "deadline_response",
-        "disconnected",
         "finished",
-        "loop_thread",
-        "method",
-        "path",
+        "issued",
         "response_complete",
         "response_started",
-        "source",
+        "scope",
         "started_at",
     )
 
-    def __init__(self, config: Config, scope: Scope, receive: Receive, send: Send) -> None:
-        self.config = config
-        # Not the scope itself: the scope holds this state (see the end of __call__).
-        self.method: str = scope.get("method", "")
-        self.path: str = scope.get("path", "")
-        self._headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
-        self._server_receive = receive
-        self._server_send = send
-        self.started_at = time.perf_counter()
-        self.loop_thread = threading.get_ident()
-        self.source: CancellationTokenSource | None = None
-        self.response_started = False
-        self.response_complete = False
-        #: The server returned ``http.disconnect``.
-        self.disconnected = False
-        #: ... and it did so before the response was complete: the client left.
-        self.aborted = False
-        self.finished = False
-        #: Seconds from ``started_at`` to the request's deadline, or None.
-        self.deadline = config.deadline
-        #: The request ended with a 504 for its deadline (sent here or by the exception handler).
-        self.deadline_response = False
-        self._trailers = False
-        # Reading the server's receive: one reader at a time, the app or the watcher.
-        self._reading = False
-        self._pending: Message | None = None
-        #: The server's disconnect message, given to every later call of the app's receive.
-        self._gone: Message | None = None
-        self._changed: anyio.Event | None = None
-        #: None (no watcher), the batch it waits in for its delay to pass, or the task.
-        self._watcher: DelayBatch | Cancellable | None = None
-        self._app_has_read = False
-        self._hold_for_continue = False
+    config: Config
+    #: The request's scope (which holds this state under SCOPE_KEY until the request ends).
+    scope: Scope
+    _server_receive: Receive
+    _server_send: Send
+    #: time.perf_counter() at the request's start.
+    started_at: float
+    #: The request's token, once somebody asked for it. The middleware cancels and closes it
+    #: itself: a CancellationTokenSource would be one more object per request.
+    issued: CancellationToken | None
+    #: None (no watcher), the batch it waits in for its delay to pass, or the task.
+    _watcher: DelayBatch | Cancellable | None
+    response_started: bool
+    response_complete: bool
+    #: The start message asked for trailers (the response is complete after them).
+    _trailers: bool
+    #: The server returned ``http.disconnect`` before the response was complete: the client left.
+    aborted: bool
+    #: The app has returned: the token is final from now on.
+    finished: bool
+    #: Seconds from ``started_at`` to the request's deadline, or None.
+    deadline: float | None
+
+    #: The request ended with a 504 for its deadline (sent here or by the exception handler).
+    deadline_response: bool = False
+    # Reading the server's receive: one reader at a time, the app or the watcher.
+    _reading: bool = False
+    _app_has_read: bool = False
+    _hold_for_continue: bool = False
+    #: The message the watcher holds for the app.
+    _pending: Message | None = None
+    #: The server's disconnect message, given to every later call of the app's receive.
+    _gone: Message | None = None
+    _changed: anyio.Event | None = None
+
+    @property
+    def disconnected(self) -> bool:
+        """The server returned ``http.disconnect`` (before or after the response completed)."""
+        return self._gone is not None
+
+    @property
+    def method(self) -> str:
+        method: str = self.scope.get("method", "")
+        return method
+
+    @property
+    def path(self) -> str:
+        path: str = self.scope.get("path", "")
+        return path
 
     # -- the token -----------------------------------------------------------------------------
 
     def token(self) -> CancellationToken:
         """The request's token, created on first use. Call on the event loop thread only."""
-        source = self.source
-        if source is None:
-            source = self.source = CancellationTokenSource()
+        token = self.issued
+        if token is None:
+            token = self.issued = CancellationToken()
             if self.aborted:
-                source.cancel(CancellationReason.CLIENT_DISCONNECTED)
+                token._cancel(CancellationReason.CLIENT_DISCONNECTED, None)
             elif self.response_complete or self.finished:
-                source.close()
+                token._close()
             else:
                 if self.deadline is not None:
-                    source.cancel_after(self._remaining())
+                    token._cancel_after(self._remaining())
                 delay = self.config.watcher_delay
                 batch = call_after_delay(self, delay) if delay > 0 else None
                 self._watcher = batch if batch is not None else spawn(self._watch, WATCHER_NAME)
-        return source.token
+        return token
 
     def _remaining(self) -> float:
         deadline = self.deadline
@@ -345,21 +368,21 @@ class RequestState:
         Call on the event loop thread. Takes effect at once if the token exists already.
         """
         deadline = check_deadline(seconds)
-        source = self.source
-        if source is not None and source.token.is_cancellation_requested:
+        token = self.issued
+        if token is not None and token.is_cancellation_requested:
             return  # too late to change: keep the deadline that the token went by
         self.deadline = deadline
-        if source is not None:
-            source.cancel_after(self._remaining())
+        if token is not None:
+            token._cancel_after(self._remaining())
 
     def cancelled_by(self, exc: OperationCancelled) -> CancellationReason | None:
         """The reason (client left, or deadline) if ``exc`` comes from this request's token,
         directly or through a link; else None."""
-        source = self.source
+        token = self.issued
         reason = exc.reason
         if (
-            source is None
-            or (exc.token._origin or exc.token) is not source.token
+            token is None
+            or (exc.token._origin or exc.token) is not token
             or (
                 reason is not CancellationReason.CLIENT_DISCONNECTED
                 and reason is not CancellationReason.DEADLINE
@@ -493,11 +516,10 @@ class RequestState:
 
     def _disconnected(self, message: Message) -> None:
         self._gone = message
-        self.disconnected = True
         if not self.response_complete and not self.aborted:
             self.aborted = True
-            if self.source is not None:
-                self.source.cancel(CancellationReason.CLIENT_DISCONNECTED)
+            if self.issued is not None:
+                self.issued._cancel(CancellationReason.CLIENT_DISCONNECTED, None)
 
     def _notify(self) -> None:
         event = self._changed
@@ -542,10 +564,10 @@ class RequestState:
             # app's behalf: wait until the app reads or responds.
             self._hold_for_continue = any(
                 name == b"expect" and value.lower() == b"100-continue"
-                for name, value in self._headers
+                for name, value in self.scope.get("headers", ())
             )
         try:
-            while not self.disconnected and not self.response_complete:
+            while self._gone is None and not self.response_complete:
                 if self._must_wait():
                     await self._wait_changed()
                     continue
@@ -580,13 +602,18 @@ class RequestState:
         if kind == "http.response.body":
             if not self.response_started:
                 raise RuntimeError(BODY_BEFORE_START)
-            if not message.get("more_body", False) and not self._trailers:
-                self._complete()
+            # `in` before the lookup: Starlette leaves more_body out of a last (or only) body.
+            if not (message.get("more_body")) and not self._trailers:
+                # _complete(), inlined
+                self.response_complete = True
+                if self.issued is not None:
+                    self._completed()
         elif kind == "http.response.start":
             self.response_started = True
-            if message.get("trailers", False):
+            if message.get("trailers"):
                 self._trailers = True
-            if self._changed is not None:
+            if self.issued is not None:
+                # A watcher may be waiting for the response to start (see _must_wait()).
                 self._notify()
         elif kind == "http.response.trailers":
             if not message.get("more_trailers", False):
@@ -603,17 +630,21 @@ class RequestState:
         # Marked before the server's send: some servers report http.disconnect for a finished
         # response before that send returns, and that must never read as "client gone".
         self.response_complete = True
+        if self.issued is not None:
+            self._completed()
+
+    def _completed(self) -> None:
+        # The response is complete, and the token exists (a watcher exists only with a token).
         watcher = self._watcher
         if watcher is not None:
             self._stop_watcher(watcher)
-        source = self.source
-        if source is not None and not self.aborted:
-            source.close()
+        if not self.aborted:
+            self.issued._close()  # type: ignore[union-attr]
 
     def _stop_watcher(self, watcher: Cancellable | DelayBatch) -> None:
         self._watcher = None
         if isinstance(watcher, DelayBatch):
-            watcher.discard(self)
+            watcher._pending.pop(self, None)  # DelayBatch.discard(self), inlined
         else:
             watcher.cancel()
 
@@ -623,10 +654,10 @@ class RequestState:
         watcher = self._watcher
         if watcher is not None:
             self._stop_watcher(watcher)
-        source = self.source
-        # Closed already if the response completed before the client left (_complete()).
-        if source is not None and (self.aborted or not self.response_complete):
-            source.close()
+        token = self.issued
+        # Closed already if the response completed before the client left (_completed()).
+        if token is not None and (self.aborted or not self.response_complete):
+            token._close()
 
 
 def deadline_problem(deadline: float | None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -666,10 +697,6 @@ class WebSocketState(RequestState):
     __slots__ = ()
 
     DISCONNECT = "websocket.disconnect"
-
-    def __init__(self, config: Config, scope: Scope, receive: Receive, send: Send) -> None:
-        super().__init__(config, scope, receive, send)
-        self.deadline = None
 
     def _must_wait(self) -> bool:
         return self._reading or self._pending is not None

@@ -403,6 +403,42 @@ class CancellationToken:
                 registration._token = None
                 _run_callback(registration._callback)
 
+    def _cancel_after(self, delay: float) -> None:
+        """CancellationTokenSource.cancel_after(), for a ``delay`` already checked."""
+        # A deadline that passed unread still counts: it is not replaced by a later one.
+        self._deadline_passed()
+        if delay == math.inf:
+            with _lock:
+                old, self._timer = self._timer, None
+                self._deadline = None
+                self._timer_ticket = None
+            if old is not None:
+                old()
+            return
+        ticket = object()
+
+        def fire() -> None:
+            # Only the timer of the latest deadline may cancel: an earlier one that was replaced
+            # (and raced its own cancellation) must not.
+            self._cancel(CancellationReason.DEADLINE, None, ticket)
+
+        with _lock:
+            if self._reason is not _NOT_CANCELLED or self._closed:
+                return
+            old, self._timer = self._timer, None
+            self._deadline = time.monotonic() + delay
+            self._timer_ticket = ticket
+        if old is not None:
+            old()
+        # Started outside the lock (it allocates: see register()). The ticket says whether this
+        # is still the current deadline once it is kept; a replaced one only cancels.
+        timer: Callable[[], object] | None = call_later(delay, fire) or _timer_thread(delay, fire)
+        with _lock:
+            if self._timer_ticket is ticket and self._reason is _NOT_CANCELLED and not self._closed:
+                self._timer, timer = timer, None
+        if timer is not None:
+            timer()  # replaced, cancelled or closed meanwhile
+
     def _close(self) -> None:
         if self._closed:
             # Closed for good (it never reverts, so reading it without the lock is safe), and
@@ -549,44 +585,7 @@ class CancellationTokenSource:
         """
         if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
             raise ValueError(BAD_DELAY.format(delay=delay))
-        token = self.token
-        # A deadline that passed unread still counts: it is not replaced by a later one.
-        token._deadline_passed()
-        if delay == math.inf:
-            with _lock:
-                old, token._timer = token._timer, None
-                token._deadline = None
-                token._timer_ticket = None
-            if old is not None:
-                old()
-            return
-        ticket = object()
-
-        def fire() -> None:
-            # Only the timer of the latest deadline may cancel: an earlier one that was replaced
-            # (and raced its own cancellation) must not.
-            token._cancel(CancellationReason.DEADLINE, None, ticket)
-
-        with _lock:
-            if token._reason is not _NOT_CANCELLED or token._closed:
-                return
-            old, token._timer = token._timer, None
-            token._deadline = time.monotonic() + delay
-            token._timer_ticket = ticket
-        if old is not None:
-            old()
-        # Started outside the lock (it allocates: see register()). The ticket says whether this
-        # is still the current deadline once it is kept; a replaced one only cancels.
-        timer: Callable[[], object] | None = call_later(delay, fire) or _timer_thread(delay, fire)
-        with _lock:
-            if (
-                token._timer_ticket is ticket
-                and token._reason is _NOT_CANCELLED
-                and not token._closed
-            ):
-                token._timer, timer = timer, None
-        if timer is not None:
-            timer()  # replaced, cancelled or closed meanwhile
+        self.token._cancel_after(delay)
 
     def close(self) -> None:
         """Release the source: unlink from parents, stop the timer, drop the callbacks.

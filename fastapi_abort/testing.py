@@ -632,7 +632,6 @@ class _Exchange:
 
     def outcome(self, elapsed: float) -> RequestOutcome:
         state = self.state
-        source = None if state is None else state.source
         return RequestOutcome(
             request=self.request,
             status=self.status,
@@ -643,7 +642,7 @@ class _Exchange:
             client_left=self.left_after is not None,
             client_left_before_completion=self.left_before_completion,
             left_after=self.left_after,
-            token=None if source is None else source.token,
+            token=None if state is None else state.issued,
             aborted_log=self.aborted_log,
             request_body_read=self.body_read,
             elapsed=elapsed,
