@@ -193,6 +193,9 @@ def _timer_delay(seconds: float) -> float:
 
 
 _batches = threading.local()
+#: The batch used last, in whichever thread: most processes run one loop and one delay, and
+#: this skips the thread-local lookup for them.
+_last: DelayBatch | None = None
 
 
 def call_after_delay(item: Delayed, delay: float) -> DelayBatch | None:
@@ -201,18 +204,21 @@ def call_after_delay(item: Delayed, delay: float) -> DelayBatch | None:
 
     Returns ``None`` (and does nothing) when no asyncio loop runs in this thread.
     """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
+    global _last
+    loop = asyncio._get_running_loop()
+    if loop is None:
         return None
-    # One batch per thread and delay: a loop runs in one thread, and the batch of a loop that
-    # has been replaced (a new loop in the same thread) is dropped with it.
-    batches: dict[float, DelayBatch] | None = getattr(_batches, "by_delay", None)
-    if batches is None:
-        batches = _batches.by_delay = {}
-    batch = batches.get(delay)
-    if batch is None or batch.loop is not loop:
-        batch = batches[delay] = DelayBatch(loop, delay)
+    batch = _last
+    if batch is None or batch.loop is not loop or batch._delay != delay:
+        # One batch per thread and delay: a loop runs in one thread, and the batch of a loop
+        # that has been replaced (a new loop in the same thread) is dropped with it.
+        batches: dict[float, DelayBatch] | None = getattr(_batches, "by_delay", None)
+        if batches is None:
+            batches = _batches.by_delay = {}
+        batch = batches.get(delay)
+        if batch is None or batch.loop is not loop:
+            batch = batches[delay] = DelayBatch(loop, delay)
+        _last = batch
     batch._pending[item] = (time.monotonic() + delay, copy_context())
     if batch._timer is None:
         batch._timer = loop.call_later(_timer_delay(delay), batch._fire)

@@ -15,6 +15,7 @@ app is not reading it itself, holding at most one body message for the app.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import math
@@ -211,13 +212,12 @@ class RequestAbortedMiddleware:
         # What RequestState.__init__ would do (the fields that a request may not need are class
         # attributes, written only when they change): a Python __init__, entered from C
         # through type.__call__, costs about as much as all of these stores together.
-        state.config = config = self.config
+        state.config = self.config
         # The scope holds the state too: the cycle is broken when the request ends (below).
         state.scope = scope
         state._server_receive = receive
         state._server_send = send
         state.started_at = time.perf_counter()
-        state.deadline = config.deadline if kind == "http" else None
         state.issued = state._watcher = None
         state.response_started = state.response_complete = state._trailers = False
         state.aborted = state.finished = False
@@ -261,6 +261,10 @@ class RequestAbortedMiddleware:
             state.log_deadline()
 
 
+class _Inherit(enum.Enum):
+    APP = enum.auto()  # the request has no deadline of its own: the app's applies
+
+
 class RequestState:
     """Everything the middleware knows about one request. Lives in ``scope[SCOPE_KEY]``."""
 
@@ -278,7 +282,6 @@ class RequestState:
         "_watcher",
         "aborted",
         "config",
-        "deadline",
         "finished",
         "issued",
         "response_complete",
@@ -307,9 +310,9 @@ class RequestState:
     aborted: bool
     #: The app has returned: the token is final from now on.
     finished: bool
-    #: Seconds from ``started_at`` to the request's deadline, or None.
-    deadline: float | None
 
+    #: A deadline of the request's own (set_deadline()), replacing the app's.
+    _own_deadline: float | _Inherit | None = _Inherit.APP
     #: The request ended with a 504 for its deadline (sent here or by the exception handler).
     deadline_response: bool = False
     # Reading the server's receive: one reader at a time, the app or the watcher.
@@ -321,6 +324,12 @@ class RequestState:
     #: The server's disconnect message, given to every later call of the app's receive.
     _gone: Message | None = None
     _changed: anyio.Event | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        """Seconds from ``started_at`` to the request's deadline, or None."""
+        own = self._own_deadline
+        return self.config.deadline if own is _Inherit.APP else own
 
     @property
     def disconnected(self) -> bool:
@@ -371,7 +380,7 @@ class RequestState:
         token = self.issued
         if token is not None and token.is_cancellation_requested:
             return  # too late to change: keep the deadline that the token went by
-        self.deadline = deadline
+        self._own_deadline = deadline
         if token is not None:
             token._cancel_after(self._remaining())
 
@@ -697,6 +706,12 @@ class WebSocketState(RequestState):
     __slots__ = ()
 
     DISCONNECT = "websocket.disconnect"
+
+    @property
+    def deadline(self) -> float | None:
+        """A connection's deadline is its own (the deadline dependency): none by default."""
+        own = self._own_deadline
+        return None if own is _Inherit.APP else own
 
     def _must_wait(self) -> bool:
         return self._reading or self._pending is not None
