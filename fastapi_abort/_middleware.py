@@ -15,6 +15,7 @@ app is not reading it itself, holding at most one body message for the app.
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
 import logging
@@ -24,9 +25,10 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import Context
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.websockets import WebSocketDisconnect
 
@@ -193,6 +195,27 @@ class RequestAbortedMiddleware:
     ) -> None:
         self.app = app
         self.config = Config.of(status_code, log_level, message, watcher_delay, deadline, on_abort)
+        #: What requests this middleware does not handle go to: the app, or, when this
+        #: middleware took over Starlette's ServerErrorMiddleware (see fused()), that middleware.
+        self._whole: ASGIApp = app
+        self._errors: ServerErrorMiddleware | None = None
+
+    @classmethod
+    def fused(cls, errors: ServerErrorMiddleware, **options: Any) -> RequestAbortedMiddleware:
+        """This middleware in place of Starlette's ``ServerErrorMiddleware``, doing its work too.
+
+        ``install()`` uses it: Starlette puts ``ServerErrorMiddleware`` outermost in every app,
+        and it wraps every request and every ``send`` in a coroutine of its own only to know
+        whether the response started, which this middleware knows already. Fused, a request
+        passes one layer instead of two. ``errors`` itself still does the work when an
+        exception escapes the app: it is run, as it is, around that exception (see
+        :meth:`_server_error`), so its handler, its debug page and its response are Starlette's
+        own, whatever its version.
+        """
+        middleware = cls(errors.app, **options)
+        middleware._whole = errors
+        middleware._errors = errors
+        return middleware
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Every request of the app passes here, so this is written for the fewest calls and
@@ -203,11 +226,11 @@ class RequestAbortedMiddleware:
         elif kind == "websocket":
             state = WebSocketState()
         else:
-            await self.app(scope, receive, send)  # lifespan
+            await self._whole(scope, receive, send)  # lifespan
             return
         if SCOPE_KEY in scope:
             # An outer instance of this middleware handles the request already.
-            await self.app(scope, receive, send)
+            await self._whole(scope, receive, send)
             return
         # What RequestState.__init__ would do (the fields that a request may not need are class
         # attributes, written only when they change): a Python __init__, entered from C
@@ -236,6 +259,8 @@ class RequestAbortedMiddleware:
             else:
                 # A deadline after the response started cannot become a 504: the response is
                 # cut short, and the server must see an error so that the client does too.
+                if self._errors is not None and kind == "http":
+                    await self._server_error(state, exc)  # raises exc
                 raise
         except BaseException as exc:
             # The server cancelled the request (at shutdown, once its graceful timeout ran out):
@@ -259,6 +284,32 @@ class RequestAbortedMiddleware:
         elif state.issued is not None and state.deadline_response:
             # (A deadline needs the token: it is the token's deadline.)
             state.log_deadline()
+
+    async def _server_error(self, state: RequestState, exc: Exception) -> None:
+        """What ``ServerErrorMiddleware`` does with an exception that escaped the app: its 500
+        response (unless the response started), its handler or debug page; then ``exc`` is
+        raised again, for the server to log."""
+        errors = copy.copy(self._errors)
+        assert errors is not None
+        errors.app = _Raise(exc)
+        # It tracks the response's start through its own send wrapper, which the app never
+        # called: a response already started must not get a second start.
+        send: Send = _ignore if state.response_started else state.send
+        await errors(state.scope, state.receive, send)
+
+
+class _Raise:
+    """An ASGI app that raises the exception it was made with."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise self.exc
+
+
+async def _ignore(message: Message) -> None:
+    pass
 
 
 class _Inherit(enum.Enum):
@@ -653,7 +704,7 @@ class RequestState:
     def _stop_watcher(self, watcher: Cancellable | DelayBatch) -> None:
         self._watcher = None
         if isinstance(watcher, DelayBatch):
-            watcher._pending.pop(self, None)  # DelayBatch.discard(self), inlined
+            watcher.pending.pop(self, None)
         else:
             watcher.cancel()
 

@@ -277,3 +277,76 @@ async def test_a_watcher_batch_fires_each_item_when_its_own_delay_is_up(
         await both.wait()
     assert [name for name, _ in fired] == ["first", "second"]
     assert all(waited >= delay - 0.002 for _, waited in fired)
+
+
+def test_a_thread_without_an_event_loop_is_told_apart_with_or_without_trio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fastapi_abort._backend as backend
+
+    seen: list[bool] = []
+    thread = threading.Thread(target=lambda: seen.append(backend.on_event_loop()))
+    thread.start()
+    thread.join()
+    monkeypatch.setattr(backend, "_trio", lambda: None)
+    thread = threading.Thread(target=lambda: seen.append(backend.on_event_loop()))
+    thread.start()
+    thread.join()
+    assert seen == [False, False]
+
+
+async def test_an_app_whose_stack_is_not_starlettes_keeps_its_own_outer_layer() -> None:
+    # install() takes the place of Starlette's ServerErrorMiddleware only: an app that builds
+    # another outer layer keeps it, inside the middleware.
+    calls: list[str] = []
+
+    class Outer:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            calls.append(scope["type"])
+            await self.app(scope, receive, send)
+
+    class OwnStack(FastAPI):
+        def build_middleware_stack(self) -> Any:
+            return Outer(super().build_middleware_stack())
+
+    app = OwnStack()
+    install(app)
+
+    @app.get("/")
+    async def root(ct: RequestAborted) -> str:
+        return "ok" if not ct.is_cancellation_requested else "cancelled"
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        response = await client.get("/")
+    assert response.json() == "ok"
+    assert calls == ["http"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_watcher_batches_of_two_delays_in_one_loop_stay_apart(anyio_backend: str) -> None:
+    # Two middlewares with different watcher delays in one process: each delay keeps its own
+    # batch, found again when the delays alternate.
+    from contextvars import Context
+
+    from fastapi_abort._backend import call_after_delay
+
+    class Item:
+        def delay_passed(self, context: Context) -> None:
+            pass
+
+    items = [Item(), Item(), Item()]
+    first = call_after_delay(items[0], 0.011)
+    other = call_after_delay(items[1], 0.012)
+    again = call_after_delay(items[2], 0.011)
+    assert first is not None
+    assert other is not None
+    assert again is first
+    assert other is not first
+    assert list(first.pending) == [items[0], items[2]]
+    for batch, item in ((first, items[0]), (other, items[1]), (first, items[2])):
+        batch.pending.pop(item, None)
