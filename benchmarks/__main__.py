@@ -27,7 +27,7 @@ class Plan:
 
 
 FULL = Plan(
-    throughput.Settings(rounds=5, seconds=5),
+    throughput.Settings(rounds=10, seconds=3),
     latency.Settings(rounds=5, trials_per_round=60, loaded=1000),
     work.Settings(rounds=3, clients=100, chunks=200),
     scale.Settings(rounds=3, levels=(1, 10, 100, 500, 1000, 2000, 3000, 4000, 5000), trials=30),
@@ -63,9 +63,9 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="fastapi-abort-bench-") as logs:
         log_dir = Path(logs)
+        print("1. throughput", flush=True)
+        results["throughput"] = throughput.run(log_dir, plan.throughput)
         with servers(log_dir, "plain", "abort") as (plain, abort):
-            print("1. throughput", flush=True)
-            results["throughput"] = throughput.run(plain, abort, plan.throughput)
             print("2. detection latency", flush=True)
             results["latency"] = latency.run(plain, abort, plan.latency)
             print("3. work saved", flush=True)

@@ -48,11 +48,12 @@ def throughput_table(t: dict[str, Any]) -> list[str]:
         abort = sorted(case["abort_rps"])[len(case["abort_rps"]) // 2]
         goal = case["goal"]
         met = "" if goal is None else f"{goal:.2f}: {_met(case['ratio']['median'] >= goal)}"
+        cpu = _range(case["cpu_ratio"], ".3f") if "cpu_ratio" in case else ""
         rows.append(
             [f"{name}: {case['what']}", f"{plain:,.0f}", f"{abort:,.0f}",
-             _range(case["ratio"], ".3f"), met]
+             _range(case["ratio"], ".3f"), cpu, met]
         )  # fmt: skip
-    head = ["endpoint", "plain req/s", "fastapi-abort req/s", "ratio", "goal"]
+    head = ["endpoint", "plain req/s", "fastapi-abort req/s", "ratio", "by CPU/request", "goal"]
     return _rows(head, rows)
 
 
@@ -124,7 +125,10 @@ def header(results: dict[str, Any]) -> str:
 def table(results: dict[str, Any]) -> str:
     """All four tables, in Markdown; medians with (min to max) over the rounds."""
     parts = [
-        ("Throughput (ratio = fastapi-abort / plain, per round)", throughput_table),
+        (
+            "Throughput (ratio = fastapi-abort / plain, per round; both loaded at once)",
+            throughput_table,
+        ),
         ("Detection latency (client close() to server callback)", latency_table),
         ("Work saved after clients abandon slow requests", work_table),
         ("Resident memory per held request", scale_table),
