@@ -50,9 +50,11 @@ def install(
 ) -> None:
     """Set up fastapi-abort on a FastAPI (or Starlette) app: the middleware and the handler.
 
-    The middleware wraps the whole app, outside every other middleware (Starlette's error
-    middleware included), whatever order middleware is added in: it must be the only reader of
-    the server's ``receive``. The :class:`OperationCancelled` handler turns a cancellation caused
+    The middleware wraps the whole app, outside every other middleware, whatever order
+    middleware is added in: it must be the only reader of the server's ``receive``. It takes
+    the place of Starlette's outermost ``ServerErrorMiddleware``, which still answers an
+    exception that escapes the app (its 500, the app's handler for ``Exception``, its debug
+    page), and is then run around that exception only. The :class:`OperationCancelled` handler turns a cancellation caused
     by the client leaving into one quiet log line.
 
     :param status_code: status of the response and log line for a request whose client left.
