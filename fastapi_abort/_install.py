@@ -54,8 +54,8 @@ def install(
     middleware is added in: it must be the only reader of the server's ``receive``. It takes
     the place of Starlette's outermost ``ServerErrorMiddleware``, which still answers an
     exception that escapes the app (its 500, the app's handler for ``Exception``, its debug
-    page), and is then run around that exception only. The :class:`OperationCancelled` handler turns a cancellation caused
-    by the client leaving into one quiet log line.
+    page), and is then run around that exception only. The :class:`OperationCancelled`
+    handler turns a cancellation caused by the client leaving into one quiet log line.
 
     :param status_code: status of the response and log line for a request whose client left.
     :param log_level: level of that log line, an int or a name (``logging.INFO``).
