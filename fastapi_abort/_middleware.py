@@ -209,7 +209,7 @@ class RequestAbortedMiddleware:
         whether the response started, which this middleware knows already. Fused, a request
         passes one layer instead of two. ``errors`` itself still does the work when an
         exception escapes the app: it is run, as it is, around that exception (see
-        :meth:`_server_error`), so its handler, its debug page and its response are Starlette's
+        ``_server_error()``), so its handler, its debug page and its response are Starlette's
         own, whatever its version.
         """
         middleware = cls(errors.app, **options)
@@ -257,10 +257,13 @@ class RequestAbortedMiddleware:
             elif ended_by is CancellationReason.DEADLINE and not state.response_started:
                 await state.send_deadline_response()
             else:
-                # A deadline after the response started cannot become a 504: the response is
-                # cut short, and the server must see an error so that the client does too.
-                if self._errors is not None and kind == "http":
-                    await self._server_error(state, exc)  # raises exc
+                # Not this request's own ending (or a deadline after the response started, which
+                # cannot become a 504: the response is cut short, and the server must see an
+                # error so that the client does too). Fused, Starlette's error middleware answers
+                # it now, as it did from inside this middleware before.
+                errors = self._errors
+                if errors is not None and kind == "http":
+                    await _server_error(errors, state, exc)  # raises exc
                 raise
         except BaseException as exc:
             # The server cancelled the request (at shutdown, once its graceful timeout ran out):
@@ -285,17 +288,17 @@ class RequestAbortedMiddleware:
             # (A deadline needs the token: it is the token's deadline.)
             state.log_deadline()
 
-    async def _server_error(self, state: RequestState, exc: Exception) -> None:
-        """What ``ServerErrorMiddleware`` does with an exception that escaped the app: its 500
-        response (unless the response started), its handler or debug page; then ``exc`` is
-        raised again, for the server to log."""
-        errors = copy.copy(self._errors)
-        assert errors is not None
-        errors.app = _Raise(exc)
-        # It tracks the response's start through its own send wrapper, which the app never
-        # called: a response already started must not get a second start.
-        send: Send = _ignore if state.response_started else state.send
-        await errors(state.scope, state.receive, send)
+
+async def _server_error(errors: ServerErrorMiddleware, state: RequestState, exc: Exception) -> None:
+    """What ``errors`` does with an exception that escaped the app: its 500 response (unless
+    the response started), its handler or debug page; then ``exc`` is raised again, for the
+    server to log."""
+    errors = copy.copy(errors)
+    errors.app = _Raise(exc)
+    # It tracks the response's start through its own send wrapper, which the app never called:
+    # a response already started must not get a second start.
+    send: Send = _ignore if state.response_started else state.send
+    await errors(state.scope, state.receive, send)
 
 
 class _Raise:
