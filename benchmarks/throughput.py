@@ -57,11 +57,6 @@ def wrk_result(run: subprocess.Popen[str], path: str, seconds: int) -> tuple[flo
     return float(rate.group(1)), int(count.group(1))
 
 
-def wrk(server: Server, path: str, seconds: int) -> float:
-    """Requests per second from one wrk run, pinned to the client core."""
-    return wrk_result(start_wrk(server, path, seconds), path, seconds)[0]
-
-
 def together(
     plain: Server, abort: Server, path: str, seconds: int, abort_first: bool
 ) -> dict[str, float]:

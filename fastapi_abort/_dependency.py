@@ -73,11 +73,8 @@ async def request_aborted(request: HTTPConnection) -> CancellationToken:
     other ``Depends(request_aborted)`` of the request, ``use_cache=False`` included. See
     :func:`get_request_aborted`.
     """
-    # get_request_aborted(), for an async dependency: it runs on the event loop, always.
-    state: RequestState | None = request.scope.get(SCOPE_KEY)
-    if state is None:
-        raise RuntimeError(MIDDLEWARE_MISSING)
-    return state.token()
+    # get_request_aborted() without its thread check: an async dependency runs on the loop.
+    return _state(request).token()
 
 
 #: ``Annotated`` alias: ``async def endpoint(ct: RequestAborted): ...``

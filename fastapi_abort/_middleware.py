@@ -195,9 +195,7 @@ class RequestAbortedMiddleware:
     ) -> None:
         self.app = app
         self.config = Config.of(status_code, log_level, message, watcher_delay, deadline, on_abort)
-        #: What requests this middleware does not handle go to: the app, or, when this
-        #: middleware took over Starlette's ServerErrorMiddleware (see fused()), that middleware.
-        self._whole: ASGIApp = app
+        #: Starlette's ServerErrorMiddleware, when this middleware took its place (fused()).
         self._errors: ServerErrorMiddleware | None = None
 
     @classmethod
@@ -213,7 +211,6 @@ class RequestAbortedMiddleware:
         own, whatever its version.
         """
         middleware = cls(errors.app, **options)
-        middleware._whole = errors
         middleware._errors = errors
         return middleware
 
@@ -226,11 +223,11 @@ class RequestAbortedMiddleware:
         elif kind == "websocket":
             state = WebSocketState()
         else:
-            await self._whole(scope, receive, send)  # lifespan
+            await (self._errors or self.app)(scope, receive, send)  # lifespan
             return
         if SCOPE_KEY in scope:
             # An outer instance of this middleware handles the request already.
-            await self._whole(scope, receive, send)
+            await (self._errors or self.app)(scope, receive, send)
             return
         # What RequestState.__init__ would do (the fields that a request may not need are class
         # attributes, written only when they change): a Python __init__, entered from C

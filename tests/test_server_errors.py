@@ -166,7 +166,7 @@ async def test_install_takes_the_place_of_starlettes_error_middleware() -> None:
     middleware = stack.__self__  # type: ignore[attr-defined]
     assert isinstance(middleware, RequestAbortedMiddleware)
     assert not isinstance(middleware.app, ServerErrorMiddleware)
-    assert isinstance(middleware._whole, ServerErrorMiddleware)
+    assert isinstance(middleware._errors, ServerErrorMiddleware)
 
 
 async def test_added_by_hand_it_wraps_starlettes_error_middleware_unchanged() -> None:
