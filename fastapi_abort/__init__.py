@@ -4,14 +4,15 @@ ASP.NET Core's ``HttpContext.RequestAborted`` for FastAPI: a per-request cancell
 the server trips when the client disconnects.
 """
 
+from ._config import Options as Options
 from ._dependency import RequestAborted as RequestAborted
 from ._dependency import deadline as deadline
 from ._dependency import get_request_aborted as get_request_aborted
 from ._dependency import preemptive as preemptive
 from ._dependency import request_aborted as request_aborted
+from ._endings import AbortedRequest as AbortedRequest
 from ._handler import operation_cancelled_handler as operation_cancelled_handler
 from ._install import install as install
-from ._middleware import AbortedRequest as AbortedRequest
 from ._middleware import RequestAbortedMiddleware as RequestAbortedMiddleware
 from ._token import CancellationReason as CancellationReason
 from ._token import CancellationToken as CancellationToken
@@ -28,6 +29,7 @@ __all__ = (
     "CancellationTokenRegistration",
     "CancellationTokenSource",
     "OperationCancelled",
+    "Options",
     "RequestAborted",
     "RequestAbortedMiddleware",
     "deadline",

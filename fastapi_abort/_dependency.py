@@ -10,7 +10,8 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from ._backend import on_event_loop
-from ._middleware import SCOPE_KEY, RequestState, check_deadline
+from ._config import check_deadline
+from ._state import SCOPE_KEY, RequestState
 from ._token import CancellationToken
 
 MIDDLEWARE_MISSING = (

@@ -6,10 +6,10 @@ import logging
 
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from ._middleware import SCOPE_KEY, RequestState, _printable, deadline_problem
+from ._endings import WebSocketAnswer, answer, deadline_problem, printable, why_cancelled
+from ._state import SCOPE_KEY, RequestState
 from ._token import CancellationReason, OperationCancelled
 
 logger = logging.getLogger("fastapi_abort")
@@ -21,13 +21,6 @@ NOT_THE_REQUEST_LOG = (
     "%s %s: 500 Internal Server Error: OperationCancelled (%s) escaped the endpoint, and the "
     "request's client has not left. Catch it where the token is cancelled."
 )
-
-
-class _Nothing(Response):
-    """What the handler answers on a WebSocket: it has already done what there is to do."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        pass
 
 
 async def operation_cancelled_handler(request: HTTPConnection, exc: Exception) -> Response:
@@ -51,35 +44,29 @@ async def operation_cancelled_handler(request: HTTPConnection, exc: Exception) -
     if not isinstance(exc, OperationCancelled):  # pragma: no cover - registered for it only
         raise exc
     state: RequestState | None = request.scope.get(SCOPE_KEY)
-    ended_by = None if state is None else state.cancelled_by(exc)
+    reason = None if state is None else why_cancelled(state, exc)
     websocket = request if isinstance(request, WebSocket) else None
-    if state is not None and ended_by is CancellationReason.CLIENT_DISCONNECTED:
-        # The middleware logs the quiet line once the app has finished.
-        return _Nothing() if websocket else Response(status_code=state.config.status_code)
-    if state is not None and ended_by is CancellationReason.DEADLINE:
-        # The middleware logs it once the app has finished, and calls the hook.
-        if websocket:
-            await state.send_deadline_response()
-            return _Nothing()
-        state.deadline_response = True
-        return _problem(state.deadline)
+    if state is not None and reason is not None:
+        # The middleware logs the line once the app has finished, and calls the hook.
+        response = answer(state, reason)
+        if websocket is None:
+            return response
+        # Starlette before 1.0 ignores what a WebSocket's handler returns, and later versions
+        # run it: answer here, and return what sends nothing more.
+        await response(websocket.scope, websocket.receive, websocket.send)
+        return WebSocketAnswer(None)
     method = request.scope.get("method", "WEBSOCKET")
-    path = _printable(request.scope.get("path", ""))
+    path = printable(request.scope.get("path", ""))
     if exc.reason is CancellationReason.DEADLINE:
         logger.warning(DEADLINE_LOG, method, path, exc)
-        response: Response = _problem(None)
+        response = deadline_problem(None)
     else:
         logger.error(NOT_THE_REQUEST_LOG, method, path, exc.reason, exc_info=exc)
         response = JSONResponse({"detail": "Internal Server Error"}, status_code=500)
-    if websocket:
+    if websocket is not None:
         await websocket.close(1011)
-        return _Nothing()
+        return WebSocketAnswer(None)
     return response
-
-
-def _problem(deadline: float | None) -> Response:
-    body, _ = deadline_problem(deadline)
-    return Response(body, status_code=504, media_type="application/problem+json")
 
 
 async def client_disconnect_handler(request: HTTPConnection, exc: Exception) -> Response:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING
 
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import ClientDisconnect
 
+from ._config import Config, Options
 from ._dependency import preemptive as preemptive_dependency
 from ._handler import client_disconnect_handler, operation_cancelled_handler
-from ._middleware import AbortedRequest, Config, RequestAbortedMiddleware
+from ._middleware import RequestAbortedMiddleware
 from ._token import OperationCancelled
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # pragma: no cover
+    from typing_extensions import Unpack
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -37,43 +42,27 @@ TWICE = (
 )
 
 
-def install(
-    app: Starlette,
-    *,
-    status_code: int = 499,
-    log_level: int | str = logging.INFO,
-    message: str = "Client Closed Request",
-    watcher_delay: float = 0.001,
-    deadline: float | None = None,
-    preemptive: bool = False,
-    on_abort: Callable[[AbortedRequest], object] | None = None,
-) -> None:
+def install(app: Starlette, *, preemptive: bool = False, **options: Unpack[Options]) -> None:
     """Set up fastapi-abort on a FastAPI (or Starlette) app: the middleware and the handler.
 
-    The middleware wraps the whole app, outside every other middleware, whatever order
-    middleware is added in: it must be the only reader of the server's ``receive``. It takes
-    the place of Starlette's outermost ``ServerErrorMiddleware``, which still answers an
-    exception that escapes the app (its 500, the app's handler for ``Exception``, its debug
-    page), and is then run around that exception only. The :class:`OperationCancelled`
-    handler turns a cancellation caused by the client leaving into one quiet log line.
+    The middleware goes right inside Starlette's outermost ``ServerErrorMiddleware``, outside
+    every other middleware, whatever order middleware is added in, and whatever else wraps the
+    app's ``build_middleware_stack`` before or after this call (OpenTelemetry's
+    ``instrument_app`` does): it must be the only reader of the server's ``receive``, and
+    ``ServerErrorMiddleware`` never reads it. The :class:`OperationCancelled` handler turns a
+    cancellation caused by the client leaving into one quiet log line, and a passed deadline
+    into a 504.
 
-    :param status_code: status of the response and log line for a request whose client left.
-    :param log_level: level of that log line, an int or a name (``logging.INFO``).
-    :param message: the words after the status code (``"Client Closed Request"``).
-    :param watcher_delay: how long a request that asked for its token runs before a watcher
-        starts listening for its disconnect (1 ms; see :class:`RequestAbortedMiddleware`).
-    :param deadline: seconds after which every request's token is cancelled with reason
-        ``DEADLINE`` (``None``: no deadline); an escaping cancellation then becomes a 504.
-        Routes change it with the :func:`deadline` dependency.
     :param preemptive: make every route preemptive (see :func:`preemptive`): cancelled at its
         next ``await`` when the token is cancelled. Cooperative (``False``) by default.
-    :param on_abort: called once per request that its token ended, with an
-        :class:`AbortedRequest` (see :class:`RequestAbortedMiddleware`).
+    :param options: the middleware's options (:class:`Options`): ``status_code`` (499),
+        ``log_level`` (``logging.INFO``), ``message`` (``"Client Closed Request"``),
+        ``watcher_delay`` (0.001 s), ``deadline`` (``None``), ``on_abort`` (``None``).
+    :raises TypeError, ValueError: at once, for a bad or unknown option.
     :raises RuntimeError: if the app has already started, ``install`` was already called, or
         ``preemptive=True`` comes after routes were added.
     """
-    # Bad options fail here, not at the first request.
-    Config.of(status_code, log_level, message, watcher_delay, deadline, on_abort)
+    Config.of("install()", options)  # bad options fail here, not at the first request
     if app.middleware_stack is not None:
         raise RuntimeError(TOO_LATE)
     if OperationCancelled in app.exception_handlers:
@@ -84,26 +73,13 @@ def install(
 
     def build_middleware_stack() -> ASGIApp:
         stack = build()
-        options: dict[str, Any] = {
-            "status_code": status_code,
-            "log_level": log_level,
-            "message": message,
-            "watcher_delay": watcher_delay,
-            "deadline": deadline,
-            "on_abort": on_abort,
-        }
-        # Starlette's stack starts with its ServerErrorMiddleware: this middleware takes its
-        # place and does its work (see RequestAbortedMiddleware.fused()). Only that exact class:
-        # a subclass may do more than this knows of.
-        if type(stack) is ServerErrorMiddleware:
-            middleware = RequestAbortedMiddleware.fused(stack, **options)
-        else:
-            middleware = RequestAbortedMiddleware(stack, **options)
-        # The bound method, not the instance: Starlette calls the stack from Python code, and
-        # a bound Python function is called without leaving the interpreter loop, where an
-        # instance is called through C (type(...).__call__): about 900 instructions less on
-        # every request.
-        return middleware.__call__
+        if isinstance(stack, ServerErrorMiddleware):
+            # Inside it, not around it: code that looks for it at the top of the stack
+            # (OpenTelemetry's instrument_app, called after install()) finds it there, and
+            # what it wraps is still ours.
+            stack.app = RequestAbortedMiddleware(stack.app, **options)
+            return stack
+        return RequestAbortedMiddleware(stack, **options)
 
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
     app.add_exception_handler(OperationCancelled, operation_cancelled_handler)

@@ -34,7 +34,9 @@ import anyio.lowlevel
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message
 
-from ._middleware import ABORTED_LOG, SCOPE_KEY, RequestState
+from ._endings import ABORTED_LOG
+from ._middleware import RequestAbortedMiddleware
+from ._state import SCOPE_KEY, RequestState
 from ._token import CancellationReason, CancellationToken
 
 __all__ = (
@@ -453,6 +455,7 @@ class _Exchange:
         self.leave = Leave() if leave is None else leave
         self.started_at = time.perf_counter()
         self.state: RequestState | None = None
+        self.app: ASGIApp | None = None
         self.middleware_missing = False
         self.app_scope = anyio.CancelScope()
         self.messages: list[Message] = []
@@ -494,6 +497,7 @@ class _Exchange:
 
     async def run(self, app: ASGIApp) -> None:
         reset = _current.set(self)
+        self.app = app
         try:
             with self.app_scope:
                 await app(self.scope, self.receive, self.send)
@@ -523,7 +527,9 @@ class _Exchange:
         if self.state is not None:
             return
         state: RequestState | None = self.scope.get(SCOPE_KEY)
-        if state is None:
+        if state is None and not _wraps_middleware(self.app):
+            # (With it there, but the state gone: Starlette's error middleware, outside it,
+            # answers an exception that escaped the app.)
             self.middleware_missing = True
             self.app_scope.cancel()
             await anyio.lowlevel.checkpoint()  # raises the cancellation
@@ -651,6 +657,17 @@ class _Exchange:
 
 
 # -- the lifespan ------------------------------------------------------------------------------
+
+
+def _wraps_middleware(app: object) -> bool:
+    # Down the stack, through Starlette's built middleware stack and each middleware's `.app`.
+    seen: set[int] = set()
+    while app is not None and id(app) not in seen:
+        if isinstance(app, RequestAbortedMiddleware):
+            return True
+        seen.add(id(app))
+        app = getattr(app, "middleware_stack", None) or getattr(app, "app", None)
+    return False
 
 
 class _Lifespan:

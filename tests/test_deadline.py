@@ -30,7 +30,8 @@ from fastapi_abort import (
     install,
     request_aborted,
 )
-from fastapi_abort._middleware import BAD_DEADLINE, BAD_HOOK, HOOK_FAILED
+from fastapi_abort._config import BAD_DEADLINE, BAD_HOOK
+from fastapi_abort._endings import HOOK_FAILED
 from tests.scripted import ScriptedServer, http_scope
 
 pytestmark = pytest.mark.anyio

@@ -35,7 +35,9 @@ from fastapi_abort import (
     request_aborted,
 )
 from fastapi_abort._backend import NO_EVENT_LOOP, Spawned, call_soon_threadsafe
-from fastapi_abort._middleware import BAD_DELAY, SCOPE_KEY, WATCHER_FAILED, RequestState
+from fastapi_abort._config import BAD_DELAY
+from fastapi_abort._inbox import READER_FAILED as WATCHER_FAILED
+from fastapi_abort._state import SCOPE_KEY, RequestState
 from tests.scripted import ScriptedServer, http_scope
 from tests.test_websocket import WebSocketServer, serve, token_of
 

@@ -24,9 +24,9 @@ from fastapi_abort import (
     operation_cancelled_handler,
     request_aborted,
 )
+from fastapi_abort._config import BAD_LEVEL, BAD_MESSAGE, BAD_STATUS
 from fastapi_abort._dependency import MIDDLEWARE_MISSING
 from fastapi_abort._install import TOO_LATE, TWICE
-from fastapi_abort._middleware import BAD_LEVEL, BAD_MESSAGE, BAD_STATUS
 
 pytestmark = pytest.mark.anyio
 

@@ -28,7 +28,7 @@ from fastapi_abort import (
     get_request_aborted,
     install,
 )
-from fastapi_abort._middleware import SCOPE_KEY, RequestState
+from fastapi_abort._state import SCOPE_KEY, RequestState
 from tests.scripted import ScriptedServer, http_scope
 
 if sys.version_info < (3, 11):  # pragma: no cover

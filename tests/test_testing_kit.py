@@ -28,7 +28,7 @@ from fastapi_abort import (
     get_request_aborted,
     install,
 )
-from fastapi_abort._middleware import BODY_BEFORE_START, DEADLINE_LOG
+from fastapi_abort._endings import DEADLINE_LOG
 from fastapi_abort.testing import (
     AFTER_COMPLETE,
     BAD_BYTES,
@@ -725,7 +725,7 @@ LAST: Message = {"type": "http.response.body", "body": b"", "more_body": False}
             [{"type": "http.response.trailers", "headers": [], "more_trailers": False}],
             EXPECTED_START.format(type="http.response.trailers"),
         ),
-        ([LAST], BODY_BEFORE_START),  # refused by the middleware, before the kit sees it
+        ([LAST], EXPECTED_START.format(type="http.response.body")),
         ([START, START], EXPECTED_BODY.format(type="http.response.start")),
         ([START, LAST, LAST], AFTER_COMPLETE.format(type="http.response.body")),
     ],

@@ -23,7 +23,7 @@ from fastapi_abort import (
     deadline,
     install,
 )
-from fastapi_abort._middleware import SCOPE_KEY, RequestState
+from fastapi_abort._state import SCOPE_KEY, RequestState
 from tests.scripted import ScriptedServer
 
 pytestmark = pytest.mark.anyio

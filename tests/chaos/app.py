@@ -41,7 +41,7 @@ from fastapi_abort import (
     get_request_aborted,
     install,
 )
-from fastapi_abort._middleware import SCOPE_KEY, RequestState
+from fastapi_abort._state import SCOPE_KEY, RequestState
 from tests.chaos.client import BIG_BODY
 
 #: How long a request that waits for its client to leave waits at most. A missed trip shows up

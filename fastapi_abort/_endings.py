@@ -1,0 +1,214 @@
+"""How a request ended: whose cancellation an exception is, the 499 and the 504, the log lines.
+
+The middleware and the exception handler both end requests; this module decides for both, so a
+request is answered, logged and reported to the ``on_abort`` hook in one way, whoever saw its end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from ._token import CancellationReason, OperationCancelled
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # anyio depends on it below 3.11
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
+    from ._state import RequestState
+
+logger = logging.getLogger("fastapi_abort")
+
+#: The quiet line logged once per request whose client went away before the response was
+#: complete, when the app has finished (method, path, status code, message, elapsed seconds).
+ABORTED_LOG = "%s %s: %d %s after %.3f s"
+#: Logged at WARNING once per request that its deadline ended with a 504 (method, path,
+#: deadline, elapsed seconds).
+DEADLINE_LOG = "%s %s: 504 Gateway Timeout: its %.3f s deadline passed, after %.3f s"
+HOOK_FAILED = "The on_abort hook %r raised; the request was not affected"
+
+_CLIENT = CancellationReason.CLIENT_DISCONNECTED
+_DEADLINE = CancellationReason.DEADLINE
+
+
+@dataclass(frozen=True)
+class AbortedRequest:
+    """What the ``on_abort`` hook receives, once per request that its token ended.
+
+    :ivar method: the HTTP method.
+    :ivar path: the path, without the query string (which may hold secrets), with control
+        characters escaped.
+    :ivar status_code: the status the request ended with: 499 (or the configured status) when
+        the client left, 504 when the deadline passed.
+    :ivar elapsed: seconds from the request's start to the end of the app's work: the seconds of
+        work the request was cut short at.
+    :ivar reason: :attr:`CancellationReason.CLIENT_DISCONNECTED` or
+        :attr:`CancellationReason.DEADLINE`.
+    """
+
+    __slots__ = ("elapsed", "method", "path", "reason", "status_code")
+
+    method: str
+    path: str
+    status_code: int
+    elapsed: float
+    reason: CancellationReason
+
+
+# -- whose ending is it --------------------------------------------------------------------------
+
+
+def why_cancelled(state: RequestState, exc: OperationCancelled) -> CancellationReason | None:
+    """The reason, if ``exc`` is this request's own cancellation: raised by its token (directly,
+    or by a token linked to it) because the client left or the deadline passed. Else None: a
+    token of the app's own, cancelled for its own reasons, is the app's error."""
+    token = state.issued
+    if token is None or (exc.token._origin or exc.token) is not token:
+        return None
+    reason = exc.reason
+    return reason if reason is _CLIENT or reason is _DEADLINE else None
+
+
+def why_ended(state: RequestState, exc: BaseException) -> CancellationReason | None:
+    """The reason, if ``exc``, escaping the app, is this request's own ending; else None.
+
+    Besides :func:`why_cancelled`: Starlette's ``ClientDisconnect`` once the client left (its
+    ``request.stream()`` ran into the disconnect); on a WebSocket whose token was taken, the
+    error of a ``send`` that raced the peer's leaving (the server's ``OSError``, or Starlette's
+    ``WebSocketDisconnect`` made of it; a disconnect the app *received* is the app's to handle,
+    and goes on as it would without this middleware); an exception group of one such reason;
+    and Starlette's ``RuntimeError("Caught handled exception, but response already started.")``
+    around one.
+    """
+    if isinstance(exc, OperationCancelled):
+        return why_cancelled(state, exc)
+    if isinstance(exc, ClientDisconnect) and state.aborted:
+        return _CLIENT
+    error = state.send_error
+    if (
+        error is not None
+        and state.issued is not None
+        and (exc is error or exc.__context__ is error)
+    ):
+        return _CLIENT
+    if isinstance(exc, BaseExceptionGroup):
+        reasons = {why_ended(state, inner) for inner in exc.exceptions}
+        return reasons.pop() if len(reasons) == 1 else None
+    cause = exc.__cause__
+    if isinstance(exc, RuntimeError) and state.response_started and cause is not None:
+        return why_ended(state, cause)
+    return None
+
+
+# -- the answer ----------------------------------------------------------------------------------
+
+
+class WebSocketAnswer(Response):
+    """A WebSocket's answer: a close with ``code``, or nothing (``None``: the peer is gone).
+
+    A ``Response``, so that exception handlers can return it as they return any other.
+    """
+
+    def __init__(self, code: int | None) -> None:
+        super().__init__()
+        self.code = code
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.code is not None:
+            await send({"type": "websocket.close", "code": self.code, "reason": "deadline"})
+
+
+def answer(state: RequestState, reason: CancellationReason) -> Response:
+    """What answers a request that ended for ``reason`` (one of why_ended's), noted on the state.
+
+    The client left: an empty response with the configured status (499), which nobody reads but
+    the server's access log shows; nothing on a WebSocket. The deadline passed: a 504 with RFC
+    9457 problem details; a WebSocket is closed with code 1011.
+    """
+    state.ended_with = reason
+    if state.websocket:
+        return WebSocketAnswer(None if reason is _CLIENT else 1011)
+    if reason is _CLIENT:
+        return Response(status_code=state.config.status_code)
+    return deadline_problem(state.deadline)
+
+
+def deadline_problem(deadline: float | None) -> Response:
+    """The 504 for a passed deadline, with RFC 9457 problem details."""
+    detail = (
+        "The request did not complete within its deadline."
+        if deadline is None
+        else f"The request did not complete within its {deadline:g} s deadline."
+    )
+    body = {"type": "about:blank", "title": "Gateway Timeout", "status": 504, "detail": detail}
+    return Response(json.dumps(body), status_code=504, media_type="application/problem+json")
+
+
+# -- the log line and the hook -------------------------------------------------------------------
+
+
+def log_ending(state: RequestState) -> None:
+    """Log how the request ended and call the hook, once the app has finished.
+
+    Once per request whose client left, however the app ended (by OperationCancelled, by
+    returning, or by Starlette cancelling a streaming body); once per request answered with the
+    deadline's 504 (or a WebSocket closed for it). Nothing for a WebSocket whose peer left: that
+    is a WebSocket's normal ending.
+    """
+    if state.aborted:
+        if not state.websocket:
+            config = state.config
+            method, path, elapsed = _request(state)
+            extra = _extra(method, path, config.status_code, elapsed, _CLIENT)
+            line = (method, path, config.status_code, config.message, elapsed)
+            logger.log(config.level, ABORTED_LOG, *line, extra=extra)
+            _call_hook(state, AbortedRequest(method, path, config.status_code, elapsed, _CLIENT))
+    elif state.ended_with is _DEADLINE:
+        method, path, elapsed = _request(state)
+        extra = _extra(method, path, 504, elapsed, _DEADLINE)
+        logger.warning(DEADLINE_LOG, method, path, state.deadline, elapsed, extra=extra)
+        if not state.websocket:
+            _call_hook(state, AbortedRequest(method, path, 504, elapsed, _DEADLINE))
+
+
+def _request(state: RequestState) -> tuple[str, str, float]:
+    scope = state.scope
+    method: str = "WEBSOCKET" if state.websocket else scope.get("method", "")
+    return method, printable(scope.get("path", "")), time.perf_counter() - state.started_at
+
+
+def _extra(
+    method: str, path: str, status: int, elapsed: float, reason: CancellationReason
+) -> dict[str, object]:
+    # The log record's attributes, for structured logging (README: Options, message).
+    return {
+        "http_method": method,
+        "http_path": path,
+        "status_code": status,
+        "elapsed": elapsed,
+        "reason": str(reason),
+    }
+
+
+def _call_hook(state: RequestState, aborted: AbortedRequest) -> None:
+    hook = state.config.on_abort
+    if hook is not None:
+        try:
+            hook(aborted)
+        except Exception:
+            logger.exception(HOOK_FAILED, hook)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (a path is percent-decoded: keep control
+    characters out of the log line)."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

@@ -1,0 +1,244 @@
+"""The server's ``receive``, shared by the app and the watcher.
+
+A disconnect is heard only by somebody waiting in ``receive()``. Most requests never ask for their
+token, and for them nothing reads on their behalf. The first request for the token makes the
+*reader* watch: one task that reads the server's ``receive`` whenever the app is not waiting for a
+message itself, holding at most one message for the app.
+
+Only the reader ever calls the server's ``receive``, the app's reads included, for two reasons:
+
+- Some servers (hypercorn, daphne) hand each message to exactly one caller of ``receive()``: the
+  app must get each body message exactly once, and the disconnect on every call after it.
+- A call of the server's ``receive()`` is never cancelled before it completes. granian answers
+  such a call with ``http.disconnect`` for a client that is still there, and the app cancels its
+  own calls often: Starlette's ``request.is_disconnected()`` is a ``receive()`` in a cancelled
+  scope. When the app's call is cancelled, the reader's goes on, and its message is held for the
+  app's next call.
+
+The reader is started by the first need (the app's first ``receive()``, or the watcher's start) and
+lives until the app returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextvars import Context
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._backend import Cancellable, DelayBatch, call_after_delay, spawn
+
+if TYPE_CHECKING:
+    from starlette.types import Message, Receive
+
+    from ._state import RequestState
+
+logger = logging.getLogger("fastapi_abort")
+
+#: The name of the reader tasks.
+READER_NAME = "fastapi_abort request reader"
+#: Logged at DEBUG when the server's receive raised (the app's next receive() raises it too).
+READER_FAILED = "The request reader stopped: the server's receive() raised"
+
+
+class Inbox:
+    """The messages of one request's server ``receive``, for the app and for the watcher."""
+
+    __slots__ = (
+        "_changed",
+        "_delayed",
+        "_reader",
+        "_server_receive",
+        "app_has_read",
+        "failed",
+        "gone",
+        "held",
+        "hold_for_continue",
+        "state",
+        "wanted",
+        "watching",
+    )
+
+    def __init__(self, state: RequestState, receive: Receive) -> None:
+        self.state = state
+        self._server_receive = receive
+        #: A message read from the server that the app has not taken yet: at most one.
+        self.held: Message | None = None
+        #: The server's disconnect message, once read. Never reset: every later receive() of
+        #: the app returns a copy of it.
+        self.gone: Message | None = None
+        #: What the server's receive raised. Never reset: every later receive() raises it.
+        self.failed: Exception | None = None
+        #: The app waits for a message: the reader reads one, even when it would not read ahead.
+        self.wanted = False
+        #: The token exists and the response is incomplete: the reader reads ahead, one message
+        #: at most, to hear a disconnect.
+        self.watching = False
+        #: The app called receive() at least once.
+        self.app_has_read = False
+        #: The request expects "100 Continue", and neither read nor responded yet (see watch()).
+        self.hold_for_continue = False
+        #: The reader task, once started; None again once the app returned.
+        self._reader: Cancellable | None = None
+        #: The batch the watcher waits in for its delay, or None.
+        self._delayed: DelayBatch | None = None
+        #: Set, and dropped, whenever something the reader or the app waits for changed.
+        self._changed: anyio.Event | None = None
+
+    # -- the app's side ------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """The ``receive`` the app gets: each message once, the disconnect to every caller."""
+        if not self.app_has_read:
+            self.app_has_read = True
+            if self.hold_for_continue:
+                self.changed()
+        while True:
+            held = self.held
+            if held is not None:
+                self.held = None
+                self.changed()  # the reader may read on
+                return held
+            if self.gone is not None:
+                return dict(self.gone)
+            if self.failed is not None:
+                raise self.failed
+            if not self.wanted:
+                self.wanted = True
+                self._start_or_wake()
+            await self._wait()
+
+    # -- the watcher ---------------------------------------------------------------------------
+
+    def watch_after(self, delay: float) -> None:
+        """Start watching for a disconnect in ``delay`` seconds (at once on trio, or for 0).
+
+        A request that ends sooner never pays for a task: see docs/how-it-works.md.
+        """
+        if delay > 0:
+            self._delayed = call_after_delay(self, delay)
+            if self._delayed is not None:
+                return
+        self.watch()
+
+    def delay_passed(self, context: Context) -> None:
+        """The watcher's delay has passed and the request still runs (asyncio only).
+
+        It starts in (a copy of) the context of the call that asked for the token, as a task
+        started then would: what the context holds may matter to the server's ``receive``.
+        """
+        self._delayed = None
+        context.run(self.watch)
+
+    def watch(self) -> None:
+        """Read ahead from now on, to hear a disconnect."""
+        state = self.state
+        if state.response_complete or state.finished:
+            return
+        if not (self.app_has_read or state.response_started):
+            # Reading before the app does would make the server answer "100 Continue" on the
+            # app's behalf: wait until the app reads or responds.
+            self.hold_for_continue = any(
+                name == b"expect" and value.lower() == b"100-continue"
+                for name, value in state.scope.get("headers", ())
+            )
+        self.watching = True
+        self._start_or_wake()
+
+    def stop_watching(self) -> None:
+        """The response is complete: no more reading ahead."""
+        self.watching = False
+        delayed, self._delayed = self._delayed, None
+        if delayed is not None:
+            delayed.pending.pop(self, None)
+        if not self.wanted:
+            self._stop_reader()
+        # else: the app waits in receive(), and the reader's call goes on for it.
+
+    def close(self) -> None:
+        """The app returned: the reader stops, its call of the server's receive with it."""
+        self.stop_watching()
+        self._stop_reader()
+
+    # -- the reader ----------------------------------------------------------------------------
+
+    def changed(self) -> None:
+        """Wake whoever waits: the reader, or the app's receive()."""
+        event = self._changed
+        if event is not None:
+            self._changed = None
+            event.set()
+
+    async def _wait(self) -> None:
+        event = self._changed
+        if event is None:
+            event = self._changed = anyio.Event()
+        await event.wait()
+
+    def _start_or_wake(self) -> None:
+        if self._reader is None:
+            self._reader = spawn(self._read, READER_NAME)
+        else:
+            self.changed()
+
+    def _stop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+
+    def _may_read(self) -> bool:
+        held = self.held
+        if held is None and self.wanted:
+            return True
+        if not self.watching:
+            return False
+        state = self.state
+        if state.websocket:
+            # One message ahead is the bound: read on only once the app took it.
+            return held is None
+        if (
+            held is not None
+            and not state.response_started
+            and (held.get("more_body", False) or held["type"] != "http.request")
+        ):
+            # The same bound; only the last body message lets the reader go on, for the
+            # disconnect that may follow (after a message of a type it does not know, more
+            # body may come).
+            return False
+        return not (self.hold_for_continue and not (self.app_has_read or state.response_started))
+
+    async def _read(self) -> None:
+        disconnect = "websocket.disconnect" if self.state.websocket else "http.disconnect"
+        try:
+            while self.gone is None:
+                if not self._may_read():
+                    await self._wait()
+                    continue
+                message = await self._server_receive()
+                if message["type"] == disconnect:
+                    self.gone = message
+                    self.state.disconnected()
+                elif self.held is None:
+                    self.held = message
+                # else: the response has started and the app did not take the last body
+                # message: this one is dropped, as Starlette's StreamingResponse drops the body
+                # it reads.
+                self.wanted = False
+                self.changed()
+        except Exception as exc:
+            logger.debug(READER_FAILED, exc_info=True)
+            self.failed = exc
+            self.changed()
+
+    def failed_send(self, exc: OSError) -> None:
+        """The server's send raised: on a WebSocket, the same news as its disconnect.
+
+        (Servers of ASGI spec 2.4 raise from ``send()`` once the peer is gone.)
+        """
+        state = self.state
+        state.send_error = exc
+        if self.gone is None:
+            self.gone = {"type": "websocket.disconnect", "code": 1006}
+            state.disconnected()
+            self.changed()

@@ -1,0 +1,204 @@
+"""What the middleware knows about one request: its token, its response, how far it got.
+
+One ``RequestState`` per HTTP request or WebSocket connection, made by the middleware when the
+request starts and kept in ``scope[SCOPE_KEY]`` until the app returns. Everything in it runs on
+the event loop thread (``def`` code reaches the token through ``anyio.from_thread``).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from typing import TYPE_CHECKING
+
+from ._config import Config, check_deadline
+from ._inbox import Inbox
+from ._token import CancellationReason, CancellationToken
+
+if TYPE_CHECKING:
+    from starlette.types import Message, Receive, Scope
+
+#: The scope key under which the middleware keeps the request's state.
+SCOPE_KEY = "fastapi_abort.request"
+
+
+class _Inherit(enum.Enum):
+    APP = enum.auto()  # the request has no deadline of its own: the app's applies
+
+
+#: The request's deadline is the app's (``install(deadline=...)``).
+INHERIT = _Inherit.APP
+
+
+class RequestState:
+    """Everything the middleware knows about one request. Lives in ``scope[SCOPE_KEY]``.
+
+    :param scope: the request's scope.
+    :param config: the middleware's options.
+    :param receive: the server's ``receive``.
+    :param websocket: a WebSocket connection, not an HTTP request.
+    """
+
+    __slots__ = (
+        "aborted",
+        "config",
+        "ended_with",
+        "finished",
+        "inbox",
+        "issued",
+        "own_deadline",
+        "response_complete",
+        "response_started",
+        "scope",
+        "send_error",
+        "started_at",
+        "trailers",
+        "websocket",
+    )
+
+    def __init__(self, scope: Scope, config: Config, receive: Receive, websocket: bool) -> None:
+        #: The request's scope. It holds this state under SCOPE_KEY until the app returns, and
+        #: then no more (the middleware breaks the cycle, so requests are freed by refcount).
+        self.scope = scope
+        self.config = config
+        self.websocket = websocket
+        #: time.perf_counter() when the middleware saw the request.
+        self.started_at = time.perf_counter()
+        #: The server's receive, shared by the app and the watcher.
+        self.inbox = Inbox(self, receive)
+        #: The token, once somebody asked for it (token()); None before. Never replaced.
+        self.issued: CancellationToken | None = None
+        #: The response's start (a WebSocket's accept, or its denial's start) went to the
+        #: server. Never reset.
+        self.response_started = False
+        #: The response's last message went to the server (a WebSocket: its close). Set
+        #: before that send returns; never reset. From then on the token cannot trip.
+        self.response_complete = False
+        #: The start asked for trailers: the response completes with its last trailers.
+        self.trailers = False
+        #: The client left before the response was complete. Never reset; the token, if
+        #: any, is cancelled with CLIENT_DISCONNECTED at the same moment.
+        self.aborted = False
+        #: The app has returned (or raised): the token is final.
+        self.finished = False
+        #: A deadline of the request's own (set_deadline()), or INHERIT.
+        self.own_deadline: float | _Inherit | None = INHERIT
+        #: How the request was answered, when fastapi-abort answered it (see _endings).
+        self.ended_with: CancellationReason | None = None
+        #: What the server's send raised on a WebSocket whose peer left (see _endings).
+        self.send_error: OSError | None = None
+
+    # -- the token -----------------------------------------------------------------------------
+
+    def token(self) -> CancellationToken:
+        """The request's token, made on first use. Call on the event loop thread only.
+
+        A token asked for once the client left is cancelled already; once the response is
+        complete, it is closed (never cancelled). Otherwise the first call starts the watcher
+        (after ``watcher_delay``) and the deadline's timer.
+        """
+        token = self.issued
+        if token is None:
+            token = self.issued = CancellationToken()
+            if self.aborted:
+                token._cancel(CancellationReason.CLIENT_DISCONNECTED, None)
+            elif self.response_complete or self.finished:
+                token._close()
+            else:
+                if self.deadline is not None:
+                    token._cancel_after(self.remaining())
+                self.inbox.watch_after(self.config.watcher_delay)
+        return token
+
+    @property
+    def deadline(self) -> float | None:
+        """Seconds from ``started_at`` to the request's deadline, or None.
+
+        A WebSocket connection has only a deadline of its own: the app's is for requests.
+        """
+        own = self.own_deadline
+        if own is not INHERIT:
+            return own
+        return None if self.websocket else self.config.deadline
+
+    def remaining(self) -> float:
+        """Seconds left until the deadline (0 once it passed; inf without one)."""
+        deadline = self.deadline
+        if deadline is None:
+            return math.inf
+        return max(0.0, self.started_at + deadline - time.perf_counter())
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Replace the request's deadline: ``seconds`` from the request's start, or none.
+
+        Takes effect at once if the token exists; once the token is cancelled, nothing
+        changes (it keeps the deadline it went by). Call on the event loop thread.
+
+        :raises ValueError: for a bad ``seconds``.
+        """
+        deadline = check_deadline(seconds)
+        token = self.issued
+        if token is not None and token.is_cancellation_requested:
+            return
+        self.own_deadline = deadline
+        if token is not None:
+            token._cancel_after(self.remaining())
+
+    # -- what the server reported --------------------------------------------------------------
+
+    def disconnected(self) -> None:
+        """The server said the client is gone (its disconnect message, or a failed send)."""
+        if not self.response_complete and not self.aborted:
+            self.aborted = True
+            if self.issued is not None:
+                self.issued._cancel(CancellationReason.CLIENT_DISCONNECTED, None)
+
+    def sent(self, message: Message) -> None:
+        """Note a message the app is handing to the server's ``send``, before it goes.
+
+        Only the response's start and end matter; a message out of order is left for the
+        server to refuse, as it would without this middleware.
+        """
+        kind: str = message["type"]
+        if self.websocket:
+            if kind == "websocket.close" or (
+                kind == "websocket.http.response.body" and not message.get("more_body", False)
+            ):
+                self._completed()
+            elif kind == "websocket.accept" or kind == "websocket.http.response.start":
+                self._started()
+        elif kind == "http.response.body":
+            if self.response_started and not message.get("more_body", False) and not self.trailers:
+                self._completed()
+        elif kind == "http.response.start":
+            self.trailers = bool(message.get("trailers", False))
+            self._started()
+        elif (
+            (kind == "http.response.trailers" and not message.get("more_trailers", False))
+            or kind == "http.response.pathsend"
+            or (
+                kind == "http.response.zerocopysend"
+                and not (message.get("more_body", False) or self.trailers)
+            )
+        ):
+            self._completed()
+
+    def _started(self) -> None:
+        self.response_started = True
+        self.inbox.changed()  # the watcher reads on once the response started
+
+    def _completed(self) -> None:
+        # Before the server's send: some servers report a disconnect for a finished response
+        # before that send returns, and it must never read as "client gone".
+        self.response_complete = True
+        self.inbox.stop_watching()
+        if self.issued is not None and not self.aborted:
+            self.issued._close()
+
+    def finish(self) -> None:
+        """The app returned: stop the watcher; the token is final from now on."""
+        self.finished = True
+        self.inbox.close()
+        if self.issued is not None:
+            self.issued._close()
