@@ -16,6 +16,7 @@ from typing import ClassVar, final
 import anyio
 
 from ._backend import CallSoon, call_later, call_soon_threadsafe, running_asyncio_loop
+from ._checks import is_seconds
 
 logger = logging.getLogger("fastapi_abort")
 
@@ -151,8 +152,9 @@ class CancellationToken:
         self._reason: object = _NOT_CANCELLED
         self._origin: CancellationToken | None = None
         self._closed = False
-        # Created on first use: most tokens never get a callback, a thread waiter or a deadline.
+        # None once cancelled or closed: no callback is registered from then on.
         self._callbacks: dict[CancellationTokenRegistration, None] | None = {}
+        # Created on first use: most tokens never get a thread waiter or a deadline.
         self._event: threading.Event | None = None
         self._deadline: float | None = None
         self._timer: Callable[[], object] | None = None
@@ -458,8 +460,7 @@ class CancellationToken:
 
 
 def _check_seconds(what: str, seconds: float) -> None:
-    # `not >= 0` rather than `< 0`: nan must fail too.
-    if not seconds >= 0:
+    if not is_seconds(seconds, inf=True):
         raise ValueError(BAD_SECONDS.format(what=what, seconds=seconds))
 
 
@@ -583,7 +584,7 @@ class CancellationTokenSource:
         runs on the current asyncio loop if there is one, else in a timer thread. Does nothing
         once the token is cancelled or the source closed.
         """
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
+        if not is_seconds(delay, inf=True):
             raise ValueError(BAD_DELAY.format(delay=delay))
         self.token._cancel_after(delay)
 

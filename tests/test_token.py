@@ -797,8 +797,8 @@ async def test_sleep_completes_normally_when_not_cancelled() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("seconds", [-1, -0.001, math.nan], ids=repr)
-async def test_sleep_rejects_a_negative_or_nan_duration(seconds: float) -> None:
+@pytest.mark.parametrize("seconds", [-1, -0.001, math.nan, True, "1"], ids=repr)
+async def test_sleep_rejects_a_negative_nan_or_non_number_duration(seconds: float) -> None:
     source = CancellationTokenSource()
     message = re.escape(BAD_SECONDS.format(what="sleep", seconds=seconds))
     with anyio.fail_after(WAIT), pytest.raises(ValueError, match=message):
