@@ -8,6 +8,7 @@ connections queue in the backlog until the server accepts them; no readiness pol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -15,9 +16,12 @@ import logging
 import os
 import re
 import resource
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +33,13 @@ import httpx
 UVICORN = {"uvicorn-h11": ("h11", "asyncio"), "uvicorn-httptools": ("httptools", "uvloop")}
 HYPERCORN = ("hypercorn-asyncio", "hypercorn-trio")
 KINDS = (*UVICORN, *HYPERCORN)
+#: Not one of KINDS (the suites parametrized over KINDS stay as they are): granian binds its own
+#: socket (its CLI takes a host and port, ``granian/cli.py``), so :func:`running` finds it a free
+#: port and waits for its worker to listen.
+GRANIAN = "granian"
+#: What granian's worker logs just before it binds (granian's src/asgi/serve.rs).
+GRANIAN_READY = "Started worker-1"
+GRANIAN_NOT_READY = "granian did not start listening within {timeout} s; its output:\n{output}"
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.server_app:app"
@@ -111,8 +122,15 @@ def running(
     The server's stdout and stderr go to ``log``; ``env`` is added to its environment. Stopped
     with SIGTERM on exit (SIGKILL if it does not stop within 15 s).
 
+    ``kind`` may also be :data:`GRANIAN`: granian binds a free port itself (``options`` but
+    ``backlog`` do not apply), and this returns once it accepts connections.
+
     :raises ValueError: for an unknown kind.
     """
+    if kind == GRANIAN:
+        with _running_granian(log, target, env) as served:
+            yield served
+        return
     if kind not in KINDS:
         raise ValueError(UNKNOWN.format(kind=kind, kinds=KINDS))
     if options.many_files:
@@ -138,6 +156,68 @@ def running(
             process.kill()
             process.wait(timeout=15)
         listener.close()
+
+
+@contextmanager
+def _running_granian(log: Path, target: str, env: dict[str, str] | None) -> Iterator[Served]:
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "granian", "--interface", "asgi", "--log-level", "info"),
+        *("--host", "127.0.0.1", "--port", str(port), target),
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+        # Its own process group: its worker process is stopped with it.
+        start_new_session=True,
+    )
+    ready = threading.Event()
+
+    def copy_output() -> None:
+        assert process.stdout is not None
+        with process.stdout as output, log.open("w") as out:
+            for raw in output:
+                line = raw.decode(errors="replace")
+                out.write(line)
+                out.flush()
+                if GRANIAN_READY in line:
+                    ready.set()
+
+    copier = threading.Thread(target=copy_output, name="granian-output", daemon=True)
+    copier.start()
+    served = Served(GRANIAN, port, process.pid, log)
+    try:
+        _wait_accepting(served, ready, process)
+        yield served
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hung server is a failure too
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+        copier.join(timeout=15)
+
+
+def _wait_accepting(
+    served: Served, ready: threading.Event, process: subprocess.Popen[bytes]
+) -> None:
+    # The worker logs its start just before it binds: retry a refused connection, within the
+    # same bound, once that line came.
+    timeout = 30.0
+    deadline = time.monotonic() + timeout
+    if ready.wait(timeout):
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                served.connect(timeout=timeout).close()
+                return
+            except ConnectionRefusedError:
+                continue
+    raise RuntimeError(GRANIAN_NOT_READY.format(timeout=timeout, output=served.output()))
 
 
 def listening(backlog: int = 256) -> socket.socket:
