@@ -9,14 +9,17 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import ClassVar, final
+from typing import ClassVar, TypeVar, final
 
 import anyio
 
+from . import _interrupt
 from ._backend import CallSoon, call_later, call_soon_threadsafe, running_asyncio_loop
 from ._checks import is_seconds
+
+T = TypeVar("T")
 
 logger = logging.getLogger("fastapi_abort")
 
@@ -325,6 +328,63 @@ class CancellationToken:
         # (its deadline, its cancel()), which is not the token's doing.
         if cancel_scope.cancelled_caught and self.is_cancellation_requested:
             raise OperationCancelled(self)
+
+    async def run(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable``, cancelling it once if the token is cancelled meanwhile.
+
+        ::
+
+            rows = await token.run(conn.fetch("SELECT ..."))
+
+        For calls that clean up after their own cancellation, database drivers above all: on
+        asyncio the awaitable runs in a task that the token cancels exactly once, so the
+        driver's own "send the server a cancel request, then wait for it" is not cancelled
+        again (as every await inside :meth:`scope` would be), and the statement stops on the
+        server with the connection still usable. The token is checked first: if it is already
+        cancelled, a coroutine is closed without ever starting. If the awaited call finishes
+        despite the cancel, its result is returned. A cancellation of the caller (a timeout,
+        the server shutting down) is passed on to the task once and waited for (shielded)
+        before it propagates. On trio this is ``with token.scope(): return await awaitable``.
+
+        :raises OperationCancelled: if the token was cancelled before the call or cancelled
+            it; chained to the driver's error when the driver turned the cancellation into one.
+        :raises RuntimeError: if no asyncio or trio loop runs in this thread.
+        """
+        return await _interrupt.run(self, awaitable)
+
+    def cancel_on(
+        self,
+        cancel: Callable[[], object],
+        *,
+        translate: tuple[type[BaseException], ...] = (),
+        repeat: float = 0.02,
+    ) -> contextlib.AbstractContextManager[None]:
+        """Call the blocking ``cancel`` function while the block runs, if the token is cancelled.
+
+        ::
+
+            with token.cancel_on(conn.cancel_safe, translate=(QueryCanceled,)):
+                cur.execute("SELECT ...")
+
+        For ``def`` code whose work has a cancel function of its own (psycopg's
+        ``Connection.cancel_safe``, ``sqlite3.Connection.interrupt``). The token is checked
+        on entry. Once it is cancelled, ``cancel`` runs in a thread of its own (never on the
+        event loop, which it would block), and again after ``repeat`` seconds (the pause
+        doubling up to 1 s) until the block ends: a cancel that arrived before the statement
+        reached the server is then followed by one that stops it. Leaving the block waits for
+        a ``cancel`` call in progress to return, so that no cancel is still on its way when
+        the connection serves another statement (a PostgreSQL cancel targets a connection,
+        not a statement). A ``cancel`` that raises is logged and not called again.
+
+        :param translate: the errors ``cancel`` makes the work raise; one of them leaving the
+            block after the token was cancelled becomes :class:`OperationCancelled` (chained).
+            Raised while the token is not cancelled (a ``statement_timeout``), it propagates as
+            it is.
+        :param repeat: seconds before the first repetition of ``cancel``; > 0.
+        :raises OperationCancelled: on entry if the token is already cancelled, or as above.
+        :raises ValueError: if ``repeat`` is not > 0.
+        """
+        return _interrupt.cancel_on(self, cancel, translate, repeat)
 
     def wait_blocking(self, timeout: float | None = None) -> bool:
         """Block this thread until the token is cancelled or ``timeout`` seconds pass.
