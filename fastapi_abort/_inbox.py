@@ -26,6 +26,7 @@ from contextvars import Context
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 from ._backend import Cancellable, DelayBatch, call_after_delay, spawn
 
@@ -218,7 +219,8 @@ class Inbox:
                 message = await self._server_receive()
                 if message["type"] == disconnect:
                     self.gone = message
-                    self.state.disconnected()
+                    if self.state.disconnected():
+                        await self._departed()
                 elif self.held is None:
                     self.held = message
                 # else: the response has started and the app did not take the last body
@@ -231,6 +233,26 @@ class Inbox:
             self.failed = exc
             self.changed()
 
+    async def _departed(self) -> None:
+        # The token reads as cancelled at once. If the app waits for this very message, it acts
+        # on it before the token's waiters wake, as it would without this middleware:
+        # Starlette's StreamingResponse (on a server below ASGI spec 2.4) then cancels its
+        # stream, whose body waiting on the token gets that cancellation rather than
+        # OperationCancelled, and still runs its background task.
+        wake = self.state.trip()
+        if wake is None:
+            return
+        if self.wanted:
+            self.changed()
+            try:
+                # Twice: trio may run the tasks woken together in either order.
+                await anyio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()
+            finally:
+                wake()
+        else:
+            wake()
+
     def failed_send(self, exc: OSError) -> None:
         """The server's send raised: on a WebSocket, the same news as its disconnect.
 
@@ -240,5 +262,8 @@ class Inbox:
         state.send_error = exc
         if self.gone is None:
             self.gone = {"type": "websocket.disconnect", "code": 1006}
-            state.disconnected()
+            if state.disconnected():
+                wake = state.trip()
+                if wake is not None:
+                    wake()
             self.changed()

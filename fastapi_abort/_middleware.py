@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -27,8 +27,6 @@ else:  # pragma: no cover
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RequestAbortedMiddleware:
@@ -90,42 +88,40 @@ class RequestAbortedMiddleware:
             # which holds the scope: without this, every request would be left to the cyclic
             # garbage collector (docs/benchmarks.md).
             scope.pop(SCOPE_KEY, None)
-        log_ending(state)
+        if state.aborted or state.ended_with is not None:
+            log_ending(state)
 
 
 def _receive_for(state: RequestState, receive: Receive) -> Receive:
-    inbox = state.inbox
-
     def app_receive() -> Awaitable[Message]:
-        return inbox.receive()
+        return (state.inbox or state.open_inbox()).receive()
 
-    return _named_like(receive, app_receive)
+    # Named after what it stands for, here and below: tools that name spans after the receive
+    # and send they are given (Sentry's middleware_spans) see the names they see without
+    # this middleware.
+    app_receive.__name__ = getattr(receive, "__name__", "app_receive")
+    app_receive.__qualname__ = getattr(receive, "__qualname__", "app_receive")
+    return app_receive
 
 
 def _send_for(state: RequestState, send: Send) -> Send:
     if state.websocket:
 
-        async def websocket_send(message: Message) -> None:
+        async def app_send(message: Message) -> None:
             state.sent(message)
             try:
                 await send(message)
             except OSError as exc:
-                state.inbox.failed_send(exc)
+                state.open_inbox().failed_send(exc)
                 raise
 
-        return _named_like(send, websocket_send)
+    else:
 
-    def app_send(message: Message) -> Awaitable[None]:
-        # The server's own awaitable: no coroutine of ours between the app and the server.
-        state.sent(message)
-        return send(message)
+        def app_send(message: Message) -> Awaitable[None]:  # type: ignore[misc]
+            # The server's own awaitable: no coroutine of ours between the app and the server.
+            state.sent(message)
+            return send(message)
 
-    return _named_like(send, app_send)
-
-
-def _named_like(original: object, wrapper: F) -> F:
-    # Tools that name spans after the receive and send they are given (Sentry's
-    # middleware_spans) see the names they see without this middleware.
-    wrapper.__name__ = getattr(original, "__name__", wrapper.__name__)
-    wrapper.__qualname__ = getattr(original, "__qualname__", wrapper.__qualname__)
-    return wrapper
+    app_send.__name__ = getattr(send, "__name__", "app_send")
+    app_send.__qualname__ = getattr(send, "__qualname__", "app_send")
+    return app_send

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._config import Config, check_deadline
@@ -52,6 +53,7 @@ class RequestState:
         "response_started",
         "scope",
         "send_error",
+        "server_receive",
         "started_at",
         "trailers",
         "websocket",
@@ -65,8 +67,10 @@ class RequestState:
         self.websocket = websocket
         #: time.perf_counter() when the middleware saw the request.
         self.started_at = time.perf_counter()
-        #: The server's receive, shared by the app and the watcher.
-        self.inbox = Inbox(self, receive)
+        self.server_receive = receive
+        #: The server's receive as the app and the watcher share it, once either needs it
+        #: (most requests never read: a GET that does not ask for its token). Never replaced.
+        self.inbox: Inbox | None = None
         #: The token, once somebody asked for it (token()); None before. Never replaced.
         self.issued: CancellationToken | None = None
         #: The response's start (a WebSocket's accept, or its denial's start) went to the
@@ -108,8 +112,15 @@ class RequestState:
             else:
                 if self.deadline is not None:
                     token._cancel_after(self.remaining())
-                self.inbox.watch_after(self.config.watcher_delay)
+                self.open_inbox().watch_after(self.config.watcher_delay)
         return token
+
+    def open_inbox(self) -> Inbox:
+        """The request's inbox, made on first use."""
+        inbox = self.inbox
+        if inbox is None:
+            inbox = self.inbox = Inbox(self, self.server_receive)
+        return inbox
 
     @property
     def deadline(self) -> float | None:
@@ -147,12 +158,27 @@ class RequestState:
 
     # -- what the server reported --------------------------------------------------------------
 
-    def disconnected(self) -> None:
-        """The server said the client is gone (its disconnect message, or a failed send)."""
-        if not self.response_complete and not self.aborted:
-            self.aborted = True
-            if self.issued is not None:
-                self.issued._cancel(CancellationReason.CLIENT_DISCONNECTED, None)
+    def disconnected(self) -> bool:
+        """The server said the client is gone (its disconnect message, or a failed send).
+
+        Returns whether that is a departure: the response was incomplete. Its token, if any,
+        must then trip (trip()).
+        """
+        if self.response_complete or self.aborted:
+            return False
+        self.aborted = True
+        return True
+
+    def trip(self) -> Callable[[], None] | None:
+        """Cancel the token, if there is one, for the client's departure.
+
+        It reads as cancelled at once; returns what wakes its waiters and runs its callbacks,
+        for the caller to call (None: nothing to wake).
+        """
+        token = self.issued
+        if token is None:
+            return None
+        return token._mark_cancelled(CancellationReason.CLIENT_DISCONNECTED, None)
 
     def sent(self, message: Message) -> None:
         """Note a message the app is handing to the server's ``send``, before it goes.
@@ -186,19 +212,23 @@ class RequestState:
 
     def _started(self) -> None:
         self.response_started = True
-        self.inbox.changed()  # the watcher reads on once the response started
+        if self.issued is not None:  # (there is no watcher without a token)
+            self.open_inbox().changed()  # the watcher reads on once the response started
 
     def _completed(self) -> None:
         # Before the server's send: some servers report a disconnect for a finished response
         # before that send returns, and it must never read as "client gone".
         self.response_complete = True
-        self.inbox.stop_watching()
-        if self.issued is not None and not self.aborted:
-            self.issued._close()
+        token = self.issued
+        if token is not None:  # (there is no watcher without a token)
+            self.open_inbox().stop_watching()
+            if not self.aborted:
+                token._close()
 
     def finish(self) -> None:
         """The app returned: stop the watcher; the token is final from now on."""
         self.finished = True
-        self.inbox.close()
+        if self.inbox is not None:
+            self.inbox.close()
         if self.issued is not None:
             self.issued._close()

@@ -445,25 +445,39 @@ class CancellationToken:
     ) -> None:
         """Cancel this token. ``origin``: the token that was cancelled first, if not this one
         (``None`` for this one: a token that referred to itself would be a reference cycle)."""
+        wake = self._mark_cancelled(reason, origin, ticket)
+        if wake is not None:
+            wake()
+
+    def _mark_cancelled(
+        self, reason: object, origin: CancellationToken | None, ticket: object = None
+    ) -> Callable[[], None] | None:
+        """Cancel this token, and return what wakes its waiters and runs its callbacks (None
+        if it was cancelled or closed already): everybody who looks sees it cancelled at once,
+        and whoever waits on it wakes when that is called."""
         with _lock:
             if self._reason is not _NOT_CANCELLED or self._closed:
-                return
+                return None
             if ticket is not None and ticket is not self._timer_ticket:
-                return  # a timer whose deadline was replaced: checked under the lock
+                return None  # a timer whose deadline was replaced: checked under the lock
             self._reason = reason
             self._origin = origin
             callbacks, self._callbacks = self._callbacks, None
             event, timer = self._event, self._timer
             self._timer = None
-        if timer is not None:
-            timer()
-        if event is not None:
-            event.set()
-        if callbacks:
-            for registration in callbacks:
-                # Detach first: unregister() must report False from now on.
-                registration._token = None
-                _run_callback(registration._callback)
+
+        def wake() -> None:
+            if timer is not None:
+                timer()
+            if event is not None:
+                event.set()
+            if callbacks:
+                for registration in callbacks:
+                    # Detach first: unregister() must report False from now on.
+                    registration._token = None
+                    _run_callback(registration._callback)
+
+        return wake
 
     def _cancel_after(self, delay: float) -> None:
         """CancellationTokenSource.cancel_after(), for a ``delay`` already checked."""
