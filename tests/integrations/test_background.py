@@ -13,6 +13,7 @@ import pytest
 
 from tests.integrations.twin_servers import Start, assert_quiet_line, twin_servers
 from tests.raw_http import leave, new_id, read_until, request_bytes
+from tests.serve import running
 
 pytestmark = pytest.mark.server
 
@@ -119,3 +120,21 @@ def test_with_the_plugin_a_def_stream_cut_short_still_runs_its_task(start: Start
     result = served.wait_for(rid, "logged")
     assert_quiet_line(served, f"/stream-sync/{rid}", result["log_lines"])
     assert served.wait_for(rid, "background", NOT_RUN_WAIT)["happened"]
+
+
+# -- the recipe of the docs: work that must happen, in a task group of the app's -----------------
+
+
+def test_the_recipe_sends_the_receipt_though_the_client_left(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    log = tmp_path_factory.mktemp("kept") / "server.log"
+    with running(KIND, log, "tests.integrations.apps.kept_example:app") as served:
+        with served.connect() as client:
+            client.sendall(request_bytes("/orders/7", method="POST"))
+            assert served.wait_for("7", "started")["happened"]
+            leave(client)
+        result = served.wait_for("7", "logged")
+        assert_quiet_line(served, "/orders/7", result["log_lines"], method="POST")
+        assert served.wait_for("7", "background")["happened"]
+    assert not served.noisy()

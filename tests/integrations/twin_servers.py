@@ -15,7 +15,7 @@ from tests.serve import Served, running
 
 #: The response headers that differ between any two responses (the clock, a fresh session).
 VOLATILE_HEADERS = frozenset({"date"})
-QUIET_LINE = r"^GET {path}: 499 Client Closed Request after \d+\.\d{{3}} s$"
+QUIET_LINE = r"^{method} {path}: 499 Client Closed Request after \d+\.\d{{3}} s$"
 
 Start = Callable[[str, str], Served]
 
@@ -49,9 +49,9 @@ def headers_of(response: httpx.Response) -> list[tuple[str, str]]:
     ]
 
 
-def assert_quiet_line(served: Served, path: str, lines: list[str]) -> None:
+def assert_quiet_line(served: Served, path: str, lines: list[str], method: str = "GET") -> None:
     """The request of ``path`` logged exactly one quiet 499 line, in its record and in the
     server's output."""
     assert len(lines) == 1, lines
-    assert re.match(QUIET_LINE.format(path=re.escape(path)), lines[0]), lines
+    assert re.match(QUIET_LINE.format(method=method, path=re.escape(path)), lines[0]), lines
     assert served.output().count(f"{path}: 499 Client Closed Request") == 1
