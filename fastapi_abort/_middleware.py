@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import anyio
 
+from ._channels import receive_for, send_for
 from ._config import Config, Options
 from ._endings import answer, log_ending, why_ended
 from ._state import SCOPE_KEY, RequestState
@@ -26,7 +26,7 @@ else:  # pragma: no cover
     from typing_extensions import Unpack
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class RequestAbortedMiddleware:
@@ -60,8 +60,8 @@ class RequestAbortedMiddleware:
         state = RequestState(scope, self.config, receive, websocket=kind == "websocket")
         # The scope holds the state until the app returns (the cycle is broken below).
         scope[SCOPE_KEY] = state
-        app_receive = _receive_for(state, receive)
-        app_send = _send_for(state, send)
+        app_receive = receive_for(state, receive)
+        app_send = send_for(state, send)
         try:
             await self.app(scope, app_receive, app_send)
         except Exception as exc:
@@ -90,38 +90,3 @@ class RequestAbortedMiddleware:
             scope.pop(SCOPE_KEY, None)
         if state.aborted or state.ended_with is not None:
             log_ending(state)
-
-
-def _receive_for(state: RequestState, receive: Receive) -> Receive:
-    def app_receive() -> Awaitable[Message]:
-        return (state.inbox or state.open_inbox()).receive()
-
-    # Named after what it stands for, here and below: tools that name spans after the receive
-    # and send they are given (Sentry's middleware_spans) see the names they see without
-    # this middleware.
-    app_receive.__name__ = getattr(receive, "__name__", "app_receive")
-    app_receive.__qualname__ = getattr(receive, "__qualname__", "app_receive")
-    return app_receive
-
-
-def _send_for(state: RequestState, send: Send) -> Send:
-    if state.websocket:
-
-        async def app_send(message: Message) -> None:
-            state.sent(message)
-            try:
-                await send(message)
-            except OSError as exc:
-                state.open_inbox().failed_send(exc)
-                raise
-
-    else:
-
-        def app_send(message: Message) -> Awaitable[None]:  # type: ignore[misc]
-            # The server's own awaitable: no coroutine of ours between the app and the server.
-            state.sent(message)
-            return send(message)
-
-    app_send.__name__ = getattr(send, "__name__", "app_send")
-    app_send.__qualname__ = getattr(send, "__qualname__", "app_send")
-    return app_send

@@ -180,26 +180,41 @@ class RequestState:
             return None
         return token._mark_cancelled(CancellationReason.CLIENT_DISCONNECTED, None)
 
-    def sent(self, message: Message) -> None:
-        """Note a message the app is handing to the server's ``send``, before it goes.
+    # -- where the response is (the app's send, _channels, calls these) -----------------------
 
-        Only the response's start and end matter; a message out of order is left for the
-        server to refuse, as it would without this middleware.
+    def started(self) -> None:
+        """The response's start goes to the server (a WebSocket: its accept, or its denial's
+        start)."""
+        self.response_started = True
+        if self.issued is not None:  # (there is no watcher without a token)
+            self.open_inbox().changed()  # the watcher reads on once the response started
+
+    def completed(self) -> None:
+        """The response's last message goes to the server.
+
+        Called before the server's send: some servers report a disconnect for a finished
+        response before that send returns, and it must never read as "client gone".
+        """
+        self.response_complete = True
+        token = self.issued
+        if token is not None:  # (there is no watcher without a token)
+            self.open_inbox().stop_watching()
+            if not self.aborted:
+                token._close()
+
+    def sent_other(self, message: Message) -> None:
+        """Note any other message: trailers, ``pathsend``, ``zerocopysend``, and a WebSocket's.
+
+        A message out of order is left for the server to refuse, as without this middleware.
         """
         kind: str = message["type"]
         if self.websocket:
             if kind == "websocket.close" or (
                 kind == "websocket.http.response.body" and not message.get("more_body", False)
             ):
-                self._completed()
+                self.completed()
             elif kind == "websocket.accept" or kind == "websocket.http.response.start":
-                self._started()
-        elif kind == "http.response.body":
-            if self.response_started and not message.get("more_body", False) and not self.trailers:
-                self._completed()
-        elif kind == "http.response.start":
-            self.trailers = bool(message.get("trailers", False))
-            self._started()
+                self.started()
         elif (
             (kind == "http.response.trailers" and not message.get("more_trailers", False))
             or kind == "http.response.pathsend"
@@ -208,22 +223,7 @@ class RequestState:
                 and not (message.get("more_body", False) or self.trailers)
             )
         ):
-            self._completed()
-
-    def _started(self) -> None:
-        self.response_started = True
-        if self.issued is not None:  # (there is no watcher without a token)
-            self.open_inbox().changed()  # the watcher reads on once the response started
-
-    def _completed(self) -> None:
-        # Before the server's send: some servers report a disconnect for a finished response
-        # before that send returns, and it must never read as "client gone".
-        self.response_complete = True
-        token = self.issued
-        if token is not None:  # (there is no watcher without a token)
-            self.open_inbox().stop_watching()
-            if not self.aborted:
-                token._close()
+            self.completed()
 
     def finish(self) -> None:
         """The app returned: stop the watcher; the token is final from now on."""
