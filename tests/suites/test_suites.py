@@ -1,0 +1,56 @@
+"""FastAPI's and Starlette's own test suites pass the same with ``install()`` on every app.
+
+For each suite, at the installed release: run it as shipped and again with the hook's
+``install(self)`` right after every ``FastAPI(...)``/``Starlette(...)`` is constructed, at once,
+and compare the outcomes per test id (:mod:`tests.suites.compare`). The sources and the suite's
+venv are made on first use (:mod:`tests.suites.venvs`); ``python -m tests.suites`` runs the
+same from the command line, with a ``late`` mode too.
+
+The test fails on any difference not in :data:`~tests.suites.compare.EXPECTED`, listing each
+differing test id and the first lines of its failure; if the hook patched implausibly few apps
+(it did not reach the suite), patched any in the shipped run, or an expected difference no
+longer differs. It never skips: what it needs (``python3 -m venv`` and PyPI) is what
+``.ci/run`` needs too.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.suites.compare import EXPECTED, RUN_TIMEOUT, run_both, summary
+from tests.suites.venvs import BUILD, SUITES, prepare
+
+#: Fewer apps patched than this means the hook did not reach the suite. Both suites build
+#: hundreds (FastAPI's most of its test modules and docs_src examples, at import time).
+MINIMUM_APPS = {"fastapi": 500, "starlette": 200}
+#: Making a venv on a clean machine, then the two runs.
+SETUP_SECONDS = 600
+DIFFERENT = "{count} tests of {suite} passed as shipped and not with install():\n{report}"
+TOO_FEW_APPS = (
+    "the hook installed fastapi-abort on {count} apps of {suite}, fewer than {minimum}: it did "
+    "not reach the suite's apps, so the comparison shows nothing.\n{report}"
+)
+PATCHED_SHIPPED = "the shipped run of {suite} patched apps, so it was not as shipped:\n{report}"
+STALE_EXPECTED = "expected differences of {suite} that no longer differ; remove them: {tests}"
+
+
+@pytest.mark.timeout(SETUP_SECONDS + RUN_TIMEOUT)
+@pytest.mark.parametrize("project", sorted(SUITES))
+def test_the_suite_passes_the_same_with_install(project: str) -> None:
+    suite = prepare(SUITES[project])
+    comparison = run_both(suite)
+    report = summary(comparison)
+    (BUILD / "runs" / suite.name / "summary.txt").write_text(report + "\n")
+    assert not comparison.shipped.apps, PATCHED_SHIPPED.format(suite=suite.name, report=report)
+    minimum = MINIMUM_APPS[project]
+    installed = comparison.patched.installed
+    assert installed >= minimum, TOO_FEW_APPS.format(
+        count=installed, suite=suite.name, minimum=minimum, report=report
+    )
+    still = {f"{project}:{difference.test}" for difference in comparison.expected}
+    stale = sorted(key for key in EXPECTED if key.startswith(f"{project}:") and key not in still)
+    assert not stale, STALE_EXPECTED.format(suite=suite.name, tests=stale)
+    count = len(comparison.differences)
+    assert not comparison.differences, DIFFERENT.format(
+        count=count, suite=suite.name, report=report
+    )
