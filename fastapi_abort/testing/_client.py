@@ -34,10 +34,10 @@ import anyio.lowlevel
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message
 
-from ._endings import ABORTED_LOG
-from ._middleware import RequestAbortedMiddleware
-from ._state import SCOPE_KEY, RequestState
-from ._token import CancellationReason, CancellationToken
+from .._endings import ABORTED_LOG
+from .._middleware import RequestAbortedMiddleware
+from .._state import SCOPE_KEY, RequestState
+from .._token import CancellationReason, CancellationToken
 
 __all__ = (
     "AbortingClient",
