@@ -17,12 +17,14 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+EXAMPLES = ROOT / "docs" / "examples"
 SERVER_ADDRESS = "10.251.0.1"
 CLIENT_ADDRESS = "10.251.0.2"
 #: The namespace is new, so any port is free in it.
@@ -34,6 +36,7 @@ MISSING = (
     "the network tests need root, iproute2's ip and nftables' nft (apt-get install iproute2 "
     "nftables), and a kernel with network namespaces: {why}"
 )
+NO_TEXT = "{what} printed no line with {text!r} within {timeout} s; it printed:\n{lines}"
 NO_LINE = "{what} printed no line within {timeout} s; its output:\n{output}"
 _names = itertools.count()
 
@@ -82,6 +85,21 @@ class Child:
                 NO_LINE.format(what=self.what, timeout=START_TIMEOUT, output=text)
             ) from None
 
+    def wait_for(self, text: str, timeout: float) -> str:
+        """The first line from now on that contains ``text``, waiting up to ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if text in line:
+                return line
+            seen.append(line)
+        lines = "\n".join(seen)
+        raise TimeoutError(NO_TEXT.format(what=self.what, text=text, timeout=timeout, lines=lines))
+
     def stop(self) -> None:
         if self.process.stdin is not None:
             self.process.stdin.close()
@@ -105,16 +123,19 @@ class Link:
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
 
-    def start(self, namespace: str, what: str, *args: str, log: Path) -> Child:
-        with log.open("w") as err:
+    def start(self, namespace: str, what: str, *args: str, log: Path | None) -> Child:
+        """Run ``python ARGS`` in ``namespace``; its stderr goes to ``log``, or with its stdout
+        to the test when ``log`` is None."""
+        with open(os.devnull if log is None else log, "w") as err:
             process = subprocess.Popen(
-                ["ip", "netns", "exec", namespace, sys.executable, "-m", *args],
+                ["ip", "netns", "exec", namespace, sys.executable, *args],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=err,
+                stderr=subprocess.STDOUT if log is None else err,
                 text=True,
                 cwd=ROOT,
-                env={**os.environ, **self.env},
+                # The documented examples import as top-level modules, as tests/test_docs.py does.
+                env={**os.environ, **self.env, "PYTHONPATH": str(EXAMPLES)},
             )
         child = Child(what, process)
         self.children.append(child)
@@ -126,7 +147,7 @@ class Link:
         server = self.start(
             self.server_ns,
             "server",
-            *("tests.network.serve", kind, SERVER_ADDRESS, str(PORT), settings),
+            *("-m", "tests.network.serve", kind, SERVER_ADDRESS, str(PORT), settings),
             log=log,
         )
         server.line(log)
@@ -138,7 +159,7 @@ class Link:
         client = self.start(
             self.client_ns,
             "client",
-            *("tests.network.client", SERVER_ADDRESS, str(PORT), path),
+            *("-m", "tests.network.client", SERVER_ADDRESS, str(PORT), path),
             log=log,
         )
         return client, int(client.line(log))

@@ -7,6 +7,7 @@ packet of that connection, and waits for the app's ``tripped`` event with a boun
 * with :class:`fastapi_abort.keepalive.Keepalive` on the listening socket, the kernel gives up
   on the peer and the server reports the disconnect; a second client on the same server, idle
   as long but not cut, is still there (the kernel answered the probes);
+* :func:`docs.examples.keepalive_uvicorn.main` does the same for its stream;
 * without, nothing trips within :data:`WITHOUT_BOUND`; the network is then restored and the
   client leaves with a FIN, and the token trips, so the silence was the vanished network's.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +31,7 @@ from fastapi_abort import CancellationReason
 from fastapi_abort.keepalive import Keepalive
 from tests.events import Collector
 from tests.network.app import EVENTS_ENV
-from tests.network.netns import Link, linked, unavailable
+from tests.network.netns import PORT, SERVER_ADDRESS, Link, linked, unavailable
 
 pytestmark = pytest.mark.server
 
@@ -44,6 +46,9 @@ SLACK = 20.0
 WITHOUT_BOUND = 8.0
 #: How long the token may take to trip once the client's FIN can reach the server.
 FIN_BOUND = 15.0
+#: uvicorn's line once it serves, and the example's 499 line.
+STARTED = "Application startup complete"
+ABORTED = "499 Client Closed Request"
 KINDS = ("uvicorn-h11", "uvicorn-httptools", "hypercorn-asyncio")
 PATHS = ("idle", "stream")
 
@@ -71,6 +76,12 @@ def link(tmp_path: Path, events: Collector) -> Iterator[Link]:
         yield made
 
 
+def settings(keepalive: Keepalive) -> dict[str, float]:
+    return {
+        name: getattr(keepalive, name) for name in ("idle", "interval", "count", "user_timeout")
+    }
+
+
 def record(**fields: object) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(fields)
@@ -83,10 +94,7 @@ def record(**fields: object) -> None:
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_keepalive_trips_the_token(link: Link, events: Collector, kind: str, path: str) -> None:
-    settings = json.dumps(
-        {name: getattr(FAST, name) for name in ("idle", "interval", "count", "user_timeout")}
-    )
-    link.serve(kind, settings)
+    link.serve(kind, json.dumps(settings(FAST)))
     _, cut_port = link.client(f"/{path}/cut")
     link.client(f"/{path}/kept")
     events.wait("cut", "started", timeout=30)
@@ -101,7 +109,7 @@ def test_keepalive_trips_the_token(link: Link, events: Collector, kind: str, pat
     record(
         server=kind,
         request=path,
-        settings=settings,
+        settings=settings(FAST),
         detection=FAST.detection,
         seconds=round((tripped["t_ns"] - cut_at) / 1e9, 3),
     )
@@ -124,3 +132,20 @@ def test_without_keepalive_nothing_trips(link: Link, events: Collector, path: st
     tripped = events.wait("cut", "tripped", timeout=FIN_BOUND)
     assert tripped["reason"] == str(CancellationReason.CLIENT_DISCONNECTED), tripped
     record(server="uvicorn-h11", request=path, settings=None, silent_for=WITHOUT_BOUND)
+
+
+@pytest.mark.timeout(90)
+def test_the_documented_example(link: Link) -> None:
+    # docs/examples/keepalive_uvicorn.py's main(), with FAST settings: its stream ends with
+    # the 499 line once the client's packets are dropped.
+    code = (
+        "import logging, keepalive_uvicorn; from fastapi_abort.keepalive import Keepalive; "
+        "logging.basicConfig(level=logging.INFO); "
+        f"keepalive_uvicorn.main({SERVER_ADDRESS!r}, {PORT}, Keepalive(**{settings(FAST)}))"
+    )
+    server = link.start(link.server_ns, "example", "-c", code, log=None)
+    server.wait_for(STARTED, timeout=30)
+    _, port = link.client("/ticks")
+    link.cut(port)
+    line = server.wait_for(ABORTED, timeout=FAST.detection + SLACK)
+    assert re.search(r"^INFO:fastapi_abort:GET /ticks: 499 Client Closed Request after ", line)
