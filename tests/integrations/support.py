@@ -93,7 +93,17 @@ class Recorder(recording.Recorder[recording.Record]):
         anyio.from_thread.run_sync(lambda: self.record(rid).events["started"].set())
 
     def finished_in_thread(self, rid: str) -> None:
-        anyio.from_thread.run_sync(lambda: self.record(rid).events["finished"].set())
+        """Set ``finished`` from a worker thread, or from the event loop's own thread: a ``def``
+        generator left unfinished (Starlette stopped iterating it) is closed by the garbage
+        collector, wherever that runs."""
+
+        def finish() -> None:
+            self.record(rid).events["finished"].set()
+
+        try:
+            anyio.from_thread.run_sync(finish)
+        except RuntimeError:  # not in a worker thread (anyio's NoEventLoopError is one)
+            finish()
 
 
 def build(steps: Sequence[Step], recorder: Recorder, **settings: Any) -> FastAPI:

@@ -36,6 +36,10 @@ pytestmark = pytest.mark.server
 
 MODULE = "tests.integrations.apps.otel_app"
 KIND = "uvicorn-h11"
+#: Where a client that leaves is checked too (hypercorn answers a disconnect its own way; granian
+#: binds its own port).
+OTHER_SERVERS = ("hypercorn-asyncio", "granian")
+OTHER_SETUPS = (("app", "first"), ("app", "last"), ("app", "plain"), ("native", "last"))
 #: (setup, where install() goes): every combination there is.
 PLUGGED = [
     *((setup, order) for setup in ("app", "appglobal", "native") for order in ("first", "last")),
@@ -72,8 +76,8 @@ def start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Start]:
         yield start
 
 
-def client(start: Start, setup: str, plugin: str) -> Client:
-    return Client(start(KIND, f"{setup}_{plugin}"))
+def client(start: Start, setup: str, plugin: str, kind: str = KIND) -> Client:
+    return Client(start(kind, f"{setup}_{plugin}"))
 
 
 def spans(client: Client, rid: str) -> list[dict[str, Any]]:
@@ -155,7 +159,29 @@ def abort_params() -> list[Any]:
 def test_a_client_that_leaves_ends_the_server_span(
     start: Start, setup: str, order: str, abort: str
 ) -> None:
-    served = client(start, setup, order)
+    check_abort(client(start, setup, order), setup, order, abort)
+
+
+def other_server_params() -> list[Any]:
+    params = []
+    for kind in OTHER_SERVERS:
+        for setup, order in OTHER_SETUPS:
+            for abort in ABORTS:
+                marks = [NO_NATIVE] if setup == "native" else []
+                if abort == "def-stream" and (setup, order) in INSIDE_OURS:
+                    marks.append(pytest.mark.xfail(strict=True, reason=DEF_STREAM_DEFECT))
+                params.append(pytest.param(kind, setup, order, abort, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize(("kind", "setup", "order", "abort"), other_server_params())
+def test_the_server_span_is_the_same_on_other_servers(
+    start: Start, kind: str, setup: str, order: str, abort: str
+) -> None:
+    check_abort(client(start, setup, order, kind), setup, order, abort)
+
+
+def check_abort(served: Client, setup: str, order: str, abort: str) -> None:
     rid = new_id()
     outcome = leave_mid_request(served, abort, rid)
     assert outcome["raised"] is None
