@@ -22,6 +22,7 @@ lives until the app returns.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextvars import Context
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,7 @@ class Inbox:
         "_delayed",
         "_reader",
         "_server_receive",
+        "_wake",
         "app_has_read",
         "failed",
         "gone",
@@ -84,6 +86,8 @@ class Inbox:
         self._reader: Cancellable | None = None
         #: The batch the watcher waits in for its delay, or None.
         self._delayed: DelayBatch | None = None
+        #: What wakes the token's waiters, while that waits for the app (_departed()).
+        self._wake: Callable[[], None] | None = None
         #: Set, and dropped, whenever something the reader or the app waits for changed.
         self._changed: anyio.Event | None = None
 
@@ -159,6 +163,7 @@ class Inbox:
 
     def close(self) -> None:
         """The app returned: the reader stops, its call of the server's receive with it."""
+        self._woken()
         self.stop_watching()
         self._stop_reader()
 
@@ -234,23 +239,31 @@ class Inbox:
             self.changed()
 
     async def _departed(self) -> None:
-        # The token reads as cancelled at once. If the app waits for this very message, it acts
-        # on it before the token's waiters wake, as it would without this middleware:
-        # Starlette's StreamingResponse (on a server below ASGI spec 2.4) then cancels its
-        # stream, whose body waiting on the token gets that cancellation rather than
-        # OperationCancelled, and still runs its background task.
+        # The token reads as cancelled at once. If the response has started and the app waits
+        # for this very message, the app acts on it before the token's waiters wake, as it
+        # would without this middleware: Starlette's StreamingResponse (on a server below ASGI
+        # spec 2.4) then cancels its stream, whose body waiting on the token gets that
+        # cancellation rather than OperationCancelled, and still runs its background task.
         wake = self.state.trip()
         if wake is None:
             return
-        if self.wanted:
-            self.changed()
-            try:
-                # Twice: trio may run the tasks woken together in either order.
-                await anyio.lowlevel.checkpoint()
-                await anyio.lowlevel.checkpoint()
-            finally:
-                wake()
-        else:
+        if not (self.wanted and self.state.response_started):
+            wake()
+            return
+        self._wake = wake
+        self.changed()
+        try:
+            # Twice: trio may run the tasks woken together in either order.
+            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
+        finally:
+            self._woken()
+
+    def _woken(self) -> None:
+        # The deferred wake-up of the token's waiters, once: after the app heard the
+        # disconnect, or when the app returns, whichever comes first (close()).
+        wake, self._wake = self._wake, None
+        if wake is not None:
             wake()
 
     def failed_send(self, exc: OSError) -> None:

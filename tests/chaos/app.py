@@ -156,10 +156,16 @@ class Recorder:
 
         def tripped() -> None:
             record.trips += 1
-            record.trip_seq = next(_sequence)
+            if not record.trip_seq:
+                record.trip_seq = next(_sequence)
 
         async def stamped_send(message: Message) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # The token reads as cancelled from its trip on; its callbacks may run a moment
+                # later, when an app waiting in receive() mid-response heard the disconnect
+                # first (docs/how-it-works.md, "The watcher").
+                if token.is_cancellation_requested and not record.trip_seq:
+                    record.trip_seq = next(_sequence)
                 record.final_send_seq = next(_sequence)
             await send(message)
 
