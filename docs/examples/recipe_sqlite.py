@@ -24,3 +24,16 @@ def pairs(ct: RequestAborted) -> int:  # def: FastAPI runs it in a worker thread
                 raise
             raise OperationCancelled(ct) from exc
     return int(count)
+
+
+@app.get("/pairs/interrupted")
+def pairs_interrupted(ct: RequestAborted) -> int:
+    # interrupt() from a thread of its own once the client leaves, repeated until the
+    # statement stops (one sent before execute() started would be lost); the error it causes
+    # becomes OperationCancelled, the quiet 499.
+    with (
+        closing(sqlite3.connect(DATABASE)) as db,
+        ct.cancel_on(db.interrupt, translate=(sqlite3.OperationalError,)),
+    ):
+        (count,) = db.execute(SLOW_QUERY).fetchone()
+    return int(count)

@@ -1,6 +1,7 @@
 """A database example of the docs (``docs/examples/db_*.py``, named by ``$EXAMPLE``), served as it
 is, plus what the tests read: ``/await/{tag}/{what}`` (:mod:`tests.recording`; ``started`` is set
-when a ``/report/{tag}`` request reaches the app) and ``/pool``, the pool's own account.
+when a request, ``/report/{tag}`` or another, reaches the app: its path's last segment is its
+tag) and ``/pool``, the pool's own account.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ assert _spec is not None
 assert _spec.loader is not None
 example = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(example)
+if "SQLITE_DATABASE" in os.environ:  # the SQLite recipe's database file, made by the test
+    vars(example)["DATABASE"] = os.environ["SQLITE_DATABASE"]
 app: FastAPI = example.app
 recorder: Recorder[Record] = Recorder(Record)
 recorder.serve_await(app)
@@ -33,14 +36,14 @@ invalidated: list[str] = []
 
 
 class Arrivals:
-    """Sets a report's ``started`` event as its request reaches the app (inside install())."""
+    """Sets a request's ``started`` event as it reaches the app (inside install())."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if path.startswith("/report/"):
+        if scope["type"] == "http" and not path.startswith(("/await/", "/pool")):
             recorder.record(path.rsplit("/", 1)[-1]).events["started"].set()
         await self.app(scope, receive, send)
 
