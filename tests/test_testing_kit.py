@@ -30,28 +30,6 @@ from fastapi_abort import (
 )
 from fastapi_abort._endings import DEADLINE_LOG
 from fastapi_abort.testing import (
-    AFTER_COMPLETE,
-    BAD_BYTES,
-    BAD_CHUNKS,
-    BAD_SECONDS,
-    BAD_TIMEOUT,
-    CLIENT_LEFT,
-    CLIENT_THERE,
-    CONTENT_AND_JSON,
-    EXPECTED_BODY,
-    EXPECTED_START,
-    LEAVE_REUSED,
-    LIFESPAN_FAILED,
-    LIFESPAN_TIMED_OUT,
-    MIDDLEWARE_MISSING,
-    NO_RESPONSE,
-    NOT_LIFESPAN,
-    NOT_OPEN,
-    NOT_READING,
-    READING,
-    RESPONSE_COMPLETE,
-    RESPONSE_STARTED,
-    TIMED_OUT,
     AbortingClient,
     Leave,
     RequestOutcome,
@@ -61,6 +39,27 @@ from fastapi_abort.testing import (
     leave_on_response_start,
     leave_when,
 )
+from fastapi_abort.testing._client import (
+    BAD_TIMEOUT,
+    CONTENT_AND_JSON,
+    MIDDLEWARE_MISSING,
+    NOT_OPEN,
+)
+from fastapi_abort.testing._exchange import (
+    AFTER_COMPLETE,
+    CLIENT_LEFT,
+    CLIENT_THERE,
+    EXPECTED_BODY,
+    EXPECTED_START,
+    NO_RESPONSE,
+    NOT_READING,
+    READING,
+    RESPONSE_COMPLETE,
+    RESPONSE_STARTED,
+    TIMED_OUT,
+)
+from fastapi_abort.testing._leave import BAD_BYTES, BAD_CHUNKS, BAD_SECONDS, LEAVE_REUSED
+from fastapi_abort.testing._lifespan import LIFESPAN_FAILED, LIFESPAN_TIMED_OUT, NOT_LIFESPAN
 
 pytestmark = pytest.mark.anyio
 
