@@ -114,7 +114,12 @@ def watching(postgres: Cluster, database: str = "postgres") -> Iterator[Watcher]
 
 @contextmanager
 def serving(
-    way: str, postgres: Cluster, tmp_path: Path, pool_size: int = 3, database: str = "postgres"
+    way: str,
+    postgres: Cluster,
+    tmp_path: Path,
+    pool_size: int = 3,
+    database: str = "postgres",
+    target: str = "tests.databases.db_app:app",
 ) -> Iterator[Served]:
     example, env = WAYS[way]
     dsn = postgres.dsn.rsplit("/", 1)[0] + "/" + database
@@ -125,7 +130,7 @@ def serving(
         **env,
     }
     log = tmp_path / f"{way}.log"
-    with running("uvicorn-h11", log, "tests.databases.db_app:app", env=environment) as served:
+    with running("uvicorn-h11", log, target, env=environment) as served:
         try:
             served.get("/pool")  # answered once the lifespan has made the pool
         except httpx.HTTPError as exc:  # pragma: no cover - a failure, with the server's story
@@ -343,3 +348,37 @@ def test_aborts_mixed_with_normal_requests_on_a_small_pool(
         discarded=pool["discarded"],
         seconds=round(seconds, 1),
     )
+
+
+#: The old recipe, ``with ct.scope():``, and what the issue reported of it: the statement runs
+#: on. SQLAlchemy on asyncpg and on psycopg, and psycopg's own async pool.
+SCOPE_WAYS = {
+    "sqlalchemy-async-asyncpg": "/scope/sqlalchemy",
+    "sqlalchemy-async-psycopg": "/scope/sqlalchemy",
+    "psycopg-async": "/scope/psycopg",
+}
+
+
+@pytest.mark.parametrize("way", SCOPE_WAYS)
+def test_scope_leaves_the_statement_running_on_the_server(
+    way: str, postgres: Cluster, tmp_path: Path
+) -> None:
+    """Why the docs say ``ct.run()``: inside ``scope()`` the driver's own cancel-and-wait is
+    cancelled again, the request still ends as a clean 499, and the statement runs on."""
+    target = "tests.databases.scope_app:app"
+    with (
+        serving(way, postgres, tmp_path, target=target) as served,
+        watching(postgres) as watcher,
+    ):
+        tag = new_id()
+        sock = served.connect(timeout=BOUND)
+        sock.sendall(request_bytes(f"{SCOPE_WAYS[way]}/{tag}?seconds={SLOW}"))
+        pid = watcher.running_report()
+        leave(sock)
+        result = served.wait_for(tag, "logged", timeout=BOUND)
+        assert result["happened"], result
+        try:
+            assert watcher.running_report() == pid  # still in pg_sleep, its client long gone
+        finally:
+            # Waits (up to 10 s) for the backend to be gone, so that no later test sees it.
+            watcher.conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
