@@ -1,7 +1,8 @@
 """The recipe this project used to give: ``with ct.scope(): await ...`` around a driver's call.
 
 ``/scope/sqlalchemy/{tag}`` (SQLAlchemy 2 async, ``$DRIVER``) and ``/scope/psycopg/{tag}``
-(psycopg 3's async pool), for the tests that show why ``ct.run()`` replaced it.
+(psycopg 3's async pool), for the tests that show why ``ct.run()`` replaced it; and
+``/deadline/{tag}``, ``ct.run()`` on a route with a 0.3 s deadline.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from fastapi_abort import RequestAborted, install
+from fastapi_abort import RequestAborted, deadline, install
 from tests.recording import Record, Recorder
 
 URL = os.environ["DATABASE_URL"]
@@ -60,5 +61,14 @@ async def with_psycopg(tag: str, seconds: float, ct: RequestAborted, request: Re
     async with request.app.state.pool.connection() as conn:
         with ct.scope():
             cursor = await conn.execute("SELECT %s::text FROM pg_sleep(%s)", (tag, seconds))
+        (answer,) = await cursor.fetchone()
+    return str(answer)
+
+
+@app.get("/deadline/{tag}", dependencies=[Depends(deadline(0.3))])
+async def with_deadline(tag: str, seconds: float, ct: RequestAborted, request: Request) -> str:
+    recorder.record(tag)
+    async with request.app.state.pool.connection() as conn:
+        cursor = await ct.run(conn.execute("SELECT %s::text FROM pg_sleep(%s)", (tag, seconds)))
         (answer,) = await cursor.fetchone()
     return str(answer)

@@ -382,3 +382,25 @@ def test_scope_leaves_the_statement_running_on_the_server(
         finally:
             # Waits (up to 10 s) for the backend to be gone, so that no later test sees it.
             watcher.conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+
+
+def test_a_deadline_stops_the_statement_and_answers_504(postgres: Cluster, tmp_path: Path) -> None:
+    """The route's deadline cancels the token (reason DEADLINE): ct.run() stops the statement
+    on the server, and the client that stayed gets the deadline's 504, not a 499."""
+    target = "tests.databases.scope_app:app"
+    with (
+        serving("psycopg-async", postgres, tmp_path, target=target) as served,
+        watching(postgres) as watcher,
+    ):
+        tag = new_id()
+        response = httpx.get(
+            f"http://127.0.0.1:{served.port}/deadline/{tag}",
+            params={"seconds": SLOW},
+            timeout=BOUND,
+        )
+        assert response.status_code == 504, response.text
+        assert [b for b in watcher.app_backends() if b[1] == "active"] == []
+        assert "499 Client Closed Request" not in served.output()
+    # The backend that ran the tagged statement logged its cancel (cancelled_at() raises if not).
+    (pid,) = {int(m.group(2)) for m in map(LOG_LINE.match, postgres.logged_statements(tag)) if m}
+    cancelled_at(postgres, pid, tag)
