@@ -28,21 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.proxy.nginx import (
     COLUMNS,
     NGINX_MISSING,
-    UPSTREAM_KEEP_ALIVE,
     Nginx,
     Settings,
     nginx_installed,
     nginx_version,
     run_nginx,
 )
+from tests.proxy.upstream import Upstream, serving
 from tests.raw_http import leave, new_id, read_responses, read_until, request_bytes
-from tests.serve import Options, Served, running
 
 pytestmark = pytest.mark.server
 
@@ -70,25 +68,6 @@ EXPECTED_WARNINGS = ("a client request body is buffered to a temporary file",)
 
 
 # -- the app server, the proxies, the records --------------------------------------------------
-
-
-@dataclass
-class Upstream(Served):
-    """uvicorn running ``tests.proxy.app``, reached directly (not through nginx), on one client
-    connection of the test's own."""
-
-    client: httpx.Client
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.client.get(path, params=params).json()
-
-    def connection(self, port: int, what: str, timeout: float = 15.0) -> dict[str, bool]:
-        """Whether uvicorn saw the connection from ``port`` open and close, once ``what`` did."""
-        result: dict[str, bool] = self.get(f"/connection/{port}/{what}", timeout=timeout)
-        return result
-
-    def release(self, rid: str) -> None:
-        self.client.post(f"/release/{rid}").raise_for_status()
 
 
 @dataclass
@@ -139,14 +118,8 @@ def matrix() -> Matrix:
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     require_nginx()
-    log = tmp_path_factory.mktemp("uvicorn") / "server.log"
-    options = Options(http="tests.proxy.app:TrackedProtocol", keep_alive=UPSTREAM_KEEP_ALIVE)
-    with running("uvicorn-httptools", log, "tests.proxy.app:app", options) as served:
-        url = f"http://127.0.0.1:{served.port}"
-        with httpx.Client(base_url=url, timeout=30) as client:
-            yield Upstream(served.kind, served.port, served.pid, served.log, client)
-    # Nothing above INFO from any logger, in the whole life of the server.
-    assert not served.noisy(), served.output()
+    with serving(tmp_path_factory.mktemp("uvicorn") / "server.log") as served:
+        yield served
 
 
 @pytest.fixture(scope="module", params=COLUMNS, ids=lambda settings: settings.name)

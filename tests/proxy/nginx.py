@@ -70,11 +70,6 @@ COLUMNS = (
     ),
 )
 
-#: uvicorn's idle keep-alive timeout behind nginx, above nginx's upstream ``keepalive_timeout``
-#: (60 s by default), so that nginx, not uvicorn, closes idle upstream connections: uvicorn closing
-#: one just as nginx reuses it fails that request.
-UPSTREAM_KEEP_ALIVE = 75
-
 #: Enough to tell requests apart in the log: the request line (which carries the request id),
 #: the status, the connection and its request count, what the upstream answered and when.
 LOG_FORMAT = (

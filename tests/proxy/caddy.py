@@ -1,0 +1,100 @@
+"""Run Debian's Caddy (``reverse_proxy``, Go's HTTP stack) in front of an upstream, in a tmp dir.
+
+Caddy binds its own port (a free one, taken a moment before), with no admin endpoint, no
+automatic HTTPS, and its data and config directories in the tmp dir. Its logs (JSON, one object
+a line) come on its stderr; each is turned into the common shape of :mod:`tests.proxy.front`:
+an access line ``status=N duration=S "METHOD /path HTTP/1.1"``, or ``[level] logger: msg: error``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.proxy.front import Column, Front, LogFeed, run
+from tests.serve import free_port
+
+BINARY = "/usr/bin/caddy"
+PACKAGE = "caddy"
+
+COLUMNS = (
+    Column("caddy-default", "caddy", ("reverse_proxy app",)),
+    Column("caddy-flush", "caddy", ("reverse_proxy app", "flush_interval -1")),
+)
+
+CONFIG = """\
+{{
+    admin off
+    auto_https off
+    log {{
+        output stderr
+        format json
+        level INFO
+    }}
+}}
+
+http://:{port} {{
+    bind 127.0.0.1
+    log {{
+        output stderr
+        format json
+    }}
+    reverse_proxy 127.0.0.1:{upstream} {{
+{settings}
+        transport http {{
+            response_header_timeout {timeout}ms
+        }}
+    }}
+}}
+"""
+
+
+def shape(line: str) -> str:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    request = entry.get("request")
+    if entry.get("logger", "").startswith("http.log.access") and request:
+        return (
+            f"status={entry.get('status')} duration={entry.get('duration')} "
+            f'"{request["method"]} {request["uri"]} {request["proto"]}"'
+        )
+    uri = f' "{request["method"]} {request["uri"]}"' if request else ""
+    error = f": {entry['error']}" if "error" in entry else ""
+    return f"[{entry.get('level')}] {entry.get('logger')}: {entry.get('msg')}{error}{uri}"
+
+
+def installed() -> bool:
+    return Path(BINARY).exists()
+
+
+def version() -> str:
+    result = subprocess.run([BINARY, "version"], capture_output=True, text=True, check=True)
+    match = re.search(r"v?(\d+\.\d+\.\d+)", result.stdout)
+    assert match is not None, result.stdout
+    return match.group(1)
+
+
+@contextmanager
+def running(column: Column, upstream_port: int, directory: Path) -> Iterator[Front]:
+    feed = LogFeed("caddy", shape)
+    port = free_port()
+    extra = [line for line in column.settings if not line.startswith("reverse_proxy")]
+    conf = directory / "Caddyfile"
+    conf.write_text(
+        CONFIG.format(
+            port=port,
+            upstream=upstream_port,
+            settings="\n".join(" " * 8 + line for line in extra),
+            timeout=round(column.timeout * 1000),
+        )
+    )
+    argv = [BINARY, "run", "--config", str(conf), "--adapter", "caddyfile"]
+    env_dirs = {"XDG_DATA_HOME": directory / "data", "XDG_CONFIG_HOME": directory / "config"}
+    with run(column, argv, directory, port, feed, follow_stderr=True, env=env_dirs) as front:
+        yield front

@@ -1,0 +1,28 @@
+"""Every proxy of the "Behind a proxy" table, its columns, and where their cells are recorded.
+
+Each proxy module has ``BINARY``, ``PACKAGE``, ``COLUMNS``, ``installed()``, ``version()`` and
+``running(column, upstream_port, directory)``. Each cell appends one JSON line (the format of
+:mod:`tests.matrix.records`) to ``$ABORT_PROXY_DIR/<column>.jsonl``, ``build/proxies/`` by
+default: a directory of its own, so that these columns stay out of the server matrix's table.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+
+from tests.matrix.records import ROOT
+from tests.proxy import apache, caddy, haproxy
+from tests.proxy.front import Column
+
+PROXIES: dict[str, ModuleType] = {"haproxy": haproxy, "apache": apache, "caddy": caddy}
+COLUMNS: tuple[Column, ...] = tuple(
+    column for module in PROXIES.values() for column in module.COLUMNS
+)
+BY_NAME = {column.name: column for column in COLUMNS}
+DIR_ENV = "ABORT_PROXY_DIR"
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get(DIR_ENV) or ROOT / "build" / "proxies")

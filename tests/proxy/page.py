@@ -1,0 +1,208 @@
+"""Render the "Behind a proxy" section of ``docs/servers.md`` from the proxy cells' records.
+
+``python -m tests.proxy.page [RESULTS_DIR]`` (``$ABORT_PROXY_DIR``, or ``build/proxies/``, by
+default) after ``python -m pytest tests/test_proxies.py``. The section is the page's last: this
+replaces it (or appends it), leaving the rest of the page as ``python -m tests.matrix.page``
+wrote it; run this after that one, which rewrites the whole page.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+from tests.matrix.expected import Expected
+from tests.matrix.page import PAGE, SUPERSCRIPTS, word
+from tests.matrix.records import Record, load
+from tests.proxy.expected import EXPECTED, SCENARIOS
+from tests.proxy.fronts import COLUMNS, results_dir
+
+HEADING = "## Behind a proxy"
+TITLES = {
+    "close_before_response": "Client closes before the response starts",
+    "rst": "Client resets the connection (RST)",
+    "leave_mid_stream": "Client leaves a streaming (SSE) response",
+    "upload_then_leave": "Upload read whole, then the client leaves",
+    "keepalive_complete": "Completed responses on a kept-alive connection",
+    "proxy_timeout": "The proxy's own timeout for the response (3 s)",
+}
+
+INTRO = f"""\
+{HEADING}
+
+The client talks to a proxy, which talks HTTP/1.1 to uvicorn (httptools + uvloop): does the app
+hear that the client left? Only if the proxy closes (or resets) its upstream connection when its
+client goes. Each column is one proxy configuration, Debian's package started by
+`tests/test_proxies.py` with its own config on 127.0.0.1; each cell is a test that asserts the
+result below (`tests/proxy/expected.py`), and the words of this table are checked against it.
+Delays as in the matrix above, from the client's `close()`; in the timeout row, from the moment
+the client read the proxy's error response (negative: the app heard it first). A cell that does
+not trip within 1.5 s is released by the test, so that it ends. nginx has its own section above.
+
+Regenerate it: `python -m pytest tests/test_proxies.py` records every cell under
+`$ABORT_PROXY_DIR` (`build/proxies/` by default), then `python -m tests.proxy.page` rewrites this
+section (after `python -m tests.matrix.page`, which rewrites the whole page).
+"""
+
+
+def title(scenario: str) -> str:
+    return TITLES[scenario]
+
+
+def _limitations() -> list[Expected]:
+    found: list[Expected] = []
+    for column in COLUMNS:
+        for scenario in SCENARIOS:
+            expected = EXPECTED[column.name][scenario]
+            if expected.outcome == "limitation" and expected not in found:
+                found.append(expected)
+    return found
+
+
+def _cell(expected: Expected, record: Record | None, footnotes: list[Expected]) -> str:
+    if record is None:
+        return "not run"
+    if record["trips"] != expected.trips:
+        return f"⚠ observed {'trips' if record['trips'] else 'no trip'}, expected {word(expected)}"
+    if expected.outcome == "trips":
+        return f"trips, {record['delay_ms']:.1f} ms"
+    if expected.outcome == "never":
+        return "never (correct)"
+    return "✗ limitation" + str(footnotes.index(expected) + 1).translate(SUPERSCRIPTS)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(results: dict[str, dict[str, Record]]) -> list[str]:
+    footnotes = _limitations()
+    head = ["", *(column.name for column in COLUMNS)]
+    lines = [_row(head), _row(["---"] * len(head))]
+    for scenario in SCENARIOS:
+        cells = [TITLES[scenario]]
+        for column in COLUMNS:
+            record = results.get(column.name, {}).get(scenario)
+            cells.append(_cell(EXPECTED[column.name][scenario], record, footnotes))
+        lines.append(_row(cells))
+    return lines
+
+
+def _notes() -> list[str]:
+    lines: list[str] = []
+    for number, expected in enumerate(_limitations(), start=1):
+        where = sorted(
+            {
+                column.name
+                for column in COLUMNS
+                for scenario in SCENARIOS
+                if EXPECTED[column.name][scenario] is expected
+            }
+        )
+        rows = [
+            TITLES[scenario]
+            for scenario in SCENARIOS
+            if any(EXPECTED[name][scenario] is expected for name in where)
+        ]
+        lines += [
+            f"{number}. **{', '.join(where)}** ({'; '.join(rows).lower()}). {expected.why}",
+            "",
+            f"    What to do: {expected.workaround}",
+            "",
+        ]
+    return lines
+
+
+def _settings(results: dict[str, dict[str, Record]]) -> list[str]:
+    lines = ["| Column | Settings | Versions |", "| --- | --- | --- |"]
+    for column in COLUMNS:
+        versions: dict[str, str] = {}
+        for record in results.get(column.name, {}).values():
+            versions.update(record["versions"])
+        proxy = versions.get(column.proxy, "not run")
+        settings = "; ".join(f"`{line}`" for line in column.settings)
+        lines.append(_row([column.name, settings, f"{column.proxy} {proxy}"]))
+    return lines
+
+
+def _delays(results: dict[str, dict[str, Record]]) -> list[str]:
+    lines = []
+    for proxy in dict.fromkeys(column.proxy for column in COLUMNS):
+        delays = [
+            record["delay_ms"]
+            for column in COLUMNS
+            if column.proxy == proxy
+            for scenario, record in results.get(column.name, {}).items()
+            if record["trips"] and scenario != "proxy_timeout"
+        ]
+        if delays:
+            lines.append(
+                f"* {proxy}: median {statistics.median(delays):.1f} ms, at most "
+                f"{max(delays):.1f} ms ({len(delays)} cells that tripped, the timeout row aside)."
+            )
+    return lines
+
+
+def _logged(results: dict[str, dict[str, Record]]) -> list[str]:
+    lines = []
+    for column in COLUMNS:
+        for scenario in SCENARIOS:
+            record = results.get(column.name, {}).get(scenario)
+            if record is not None:
+                lines.append(f"* {column.name}, {scenario.replace('_', ' ')}: `{record['note']}`")
+    return lines
+
+
+def section(results: dict[str, dict[str, Record]]) -> str:
+    lines = [INTRO, *table(results), "", "### Why some cells do not trip", "", *_notes()]
+    lines += [
+        "Completed responses never trip: the token is final once the response is complete "
+        "(`fastapi_abort/_middleware.py`).",
+        "",
+    ]
+    lines += ["### Detection delay, by proxy", "", *_delays(results), ""]
+    lines += ["### Columns, settings and versions", "", *_settings(results), ""]
+    lines += [
+        "What each access line says: HAProxy's `term` is its termination state (`CH`: the "
+        "client aborted while HAProxy waited for the response headers; `CD`: during the data; "
+        "`sH`: the server timeout struck before the headers), and it logs status `-1` or `400` "
+        "for a request whose client left first; Apache's `conn=X` means the connection was "
+        "aborted before the response completed; Caddy logs status `0` for a request its client "
+        "left before any response.",
+        "",
+        "### What the proxy logged, per cell",
+        "",
+        *_logged(results),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def section_words(text: str) -> dict[tuple[str, str], str]:
+    """(column, row title) -> the word of that cell, from the section's table."""
+    start = text.index(HEADING)
+    rows = [line for line in text[start:].splitlines() if line.startswith("| ")]
+    cells = [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
+    head = cells[0]
+    words: dict[tuple[str, str], str] = {}
+    for row in cells[2:]:
+        if row[0] not in TITLES.values():
+            break
+        for name, cell in zip(head[1:], row[1:], strict=True):
+            cell = cell.rstrip("⁰¹²³⁴⁵⁶⁷⁸⁹")
+            words[(name, row[0])] = cell.split(",")[0].split(" (")[0]
+    return words
+
+
+def main(argv: list[str]) -> None:
+    directory = Path(argv[0]) if argv else results_dir()
+    text = PAGE.read_text()
+    if HEADING in text:
+        text = text[: text.index(HEADING)]
+    PAGE.write_text(text.rstrip() + "\n\n" + section(load(directory)).rstrip() + "\n")
+    print(f"wrote the proxy section of {PAGE} from {directory}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,226 @@
+"""fastapi-abort behind HAProxy, Apache httpd and Caddy: which proxies tell the app the client left.
+
+One uvicorn (httptools, uvloop) runs ``tests.proxy.app`` for the whole module; each proxy
+configuration (a column, ``tests.proxy.fronts.COLUMNS``) starts once and serves every row. The
+client talks to the proxy; the test waits for the app's events through the app's long-poll and
+for the proxy's access line through its log feed, never by sleeping. Each cell is recorded under
+``$ABORT_PROXY_DIR`` (before its assertion, so a failing cell is recorded too) and must equal
+``tests.proxy.expected.EXPECTED``; ``docs/servers.md`` ("Behind a proxy") is generated from the
+records by ``python -m tests.proxy.page`` and checked against the same table here.
+
+Locally a column skips when its proxy is not installed; under ``CI=true`` it fails.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.matrix import records
+from tests.matrix.page import PAGE, word
+from tests.proxy.expected import EXPECTED, SCENARIOS
+from tests.proxy.front import MISSING, Column, Front
+from tests.proxy.fronts import COLUMNS, PROXIES, results_dir
+from tests.proxy.page import section_words, title
+from tests.proxy.upstream import Upstream, serving
+from tests.raw_http import leave, new_id, read_responses, read_until, request_bytes
+
+pytestmark = pytest.mark.server
+
+REQUIRED_IN_CI = "{reason}, and CI=true: the proxy tests must run in CI"
+#: 1 MiB: more than uvicorn's 64 KiB high-water mark and any proxy's buffers.
+LARGE_BODY = bytes(range(256)) * 4096
+#: How long a cell waits for a trip. A token that has not tripped by then is "no trip": the
+#: proxy's own timeout (3 s) comes later, and would trip it for another reason.
+TRIP_WAIT = 1.5
+#: How long a client that uploaded its body stays before it leaves; nothing may trip meanwhile.
+STAY_SECONDS = 0.5
+
+
+@dataclass
+class Observed:
+    trips: bool
+    delay_ms: float | None
+    note: str
+
+
+def require(column: Column) -> None:
+    module = PROXIES[column.proxy]
+    if module.installed():
+        return
+    reason = MISSING.format(proxy=column.proxy, package=module.PACKAGE, binary=module.BINARY)
+    if os.environ.get("CI") == "true":
+        pytest.fail(REQUIRED_IN_CI.format(reason=reason))
+    pytest.skip(reason)
+
+
+def versions(column: Column) -> dict[str, str]:
+    packages = ("fastapi-abort", "fastapi", "starlette", "uvicorn", "httptools", "uvloop")
+    found = {name: importlib.metadata.version(name) for name in packages}
+    found[column.proxy] = PROXIES[column.proxy].version()
+    found["python"] = platform.python_version()
+    return found
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    with serving(tmp_path_factory.mktemp("uvicorn") / "server.log") as served:
+        yield served
+
+
+@pytest.fixture(scope="module", params=COLUMNS, ids=lambda column: column.name)
+def front(
+    request: pytest.FixtureRequest, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Front]:
+    column: Column = request.param
+    require(column)
+    directory = results_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    # One run per column: start its records afresh.
+    (directory / f"{column.name}.jsonl").write_text("")
+    running = PROXIES[column.proxy].running
+    with running(column, upstream.port, tmp_path_factory.mktemp(column.name)) as proxy:
+        yield proxy
+
+
+def delay_ms(result: dict[str, Any], since_ns: int) -> float | None:
+    return (result["tripped_ns"] - since_ns) / 1e6 if result["tripped"] else None
+
+
+def started(client: Any, upstream: Upstream, rid: str, data: bytes) -> dict[str, Any]:
+    client.sendall(data)
+    result = upstream.wait_for(rid, "started")
+    assert result["happened"], result
+    return result
+
+
+def finish(front: Front, upstream: Upstream, rid: str, path: str, method: str = "GET") -> str:
+    """Release a request that did not trip, so that it ends; the proxy's access line."""
+    upstream.release(rid)
+    upstream.wait_for(rid, "finished")
+    return front.access(path, method)[1]
+
+
+def _left(
+    front: Front, upstream: Upstream, rid: str, path: str, left_ns: int, method: str = "GET"
+) -> Observed:
+    result = upstream.wait_for(rid, "tripped", timeout=TRIP_WAIT)
+    if result["tripped"]:
+        line = front.access(path, method)[1]
+        assert result["reason"] == "client disconnected", result
+    else:
+        line = finish(front, upstream, rid, path, method)
+    return Observed(result["tripped"], delay_ms(result, left_ns), line)
+
+
+def close_before_response(front: Front, upstream: Upstream, how: str = "close") -> Observed:
+    rid = new_id()
+    with front.connect() as client:
+        started(client, upstream, rid, request_bytes(f"/hold/{rid}"))
+        left_ns = leave(client, how)
+    return _left(front, upstream, rid, f"/hold/{rid}", left_ns)
+
+
+def rst(front: Front, upstream: Upstream) -> Observed:
+    return close_before_response(front, upstream, "rst")
+
+
+def leave_mid_stream(front: Front, upstream: Upstream) -> Observed:
+    rid = new_id()
+    with front.connect() as client:
+        client.sendall(request_bytes(f"/stream/{rid}"))
+        read_until(client, b"data: 0")
+        left_ns = leave(client)
+    return _left(front, upstream, rid, f"/stream/{rid}", left_ns)
+
+
+def upload_then_leave(front: Front, upstream: Upstream) -> Observed:
+    rid = new_id()
+    path = f"/upload/{rid}"
+    with front.connect() as client:
+        result = started(client, upstream, rid, request_bytes(path, "POST", LARGE_BODY))
+        assert result["body_size"] == len(LARGE_BODY)
+        assert not upstream.wait_for(rid, "tripped", timeout=STAY_SECONDS)["tripped"]
+        left_ns = leave(client)
+    return _left(front, upstream, rid, path, left_ns, "POST")
+
+
+def keepalive_complete(front: Front, upstream: Upstream) -> Observed:
+    done = [new_id() for _ in range(3)]
+    with front.connect() as client:
+        for rid in done:
+            client.sendall(request_bytes(f"/quick/{rid}"))
+            (response,) = read_responses(client)
+            assert response.startswith(b"HTTP/1.1 200 "), response
+    results = [upstream.wait_for(rid, "final") for rid in done]
+    assert all(result["can_be_cancelled_after_response"] is False for result in results)
+    ports = {result["upstream_port"] for result in results}
+    statuses = sorted({front.access(f"/quick/{rid}")[0] for rid in done})
+    return Observed(
+        any(result["tripped"] for result in results),
+        None,
+        f"status {', '.join(map(str, statuses))}; {len(ports)} upstream connection(s) for "
+        f"{len(done)} responses on one client connection",
+    )
+
+
+def proxy_timeout(front: Front, upstream: Upstream) -> Observed:
+    rid = new_id()
+    path = f"/hold/{rid}"
+    with front.connect() as client:
+        sent_ns = time.monotonic_ns()
+        started(client, upstream, rid, request_bytes(path))
+        head = read_until(client, b"\r\n\r\n")
+        answered_ns = time.monotonic_ns()
+    result = upstream.wait_for(rid, "tripped", timeout=TRIP_WAIT)
+    line = front.access(path)[1]
+    if not result["tripped"]:
+        finish(front, upstream, rid, path)
+    after = (answered_ns - sent_ns) / 1e9
+    return Observed(
+        result["tripped"],
+        delay_ms(result, answered_ns),
+        f"the proxy answered {head.split(b' ', 2)[1].decode()} after {after:.1f} s; {line}",
+    )
+
+
+RUN = {
+    "close_before_response": close_before_response,
+    "rst": rst,
+    "leave_mid_stream": leave_mid_stream,
+    "upload_then_leave": upload_then_leave,
+    "keepalive_complete": keepalive_complete,
+    "proxy_timeout": proxy_timeout,
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_cell_matches_the_expected_table(front: Front, upstream: Upstream, scenario: str) -> None:
+    observed = RUN[scenario](front, upstream)
+    name = front.column.name
+    records.append(
+        name,
+        scenario,
+        observed.trips,
+        None if observed.delay_ms is None else round(observed.delay_ms, 3),
+        observed.note,
+        versions(front.column),
+        results_dir(),
+    )
+    expected = EXPECTED[name][scenario]
+    assert observed.trips == expected.trips, (observed, expected)
+
+
+def test_the_servers_page_says_what_the_expected_table_says() -> None:
+    words = section_words(PAGE.read_text())
+    for column in COLUMNS:
+        for scenario in SCENARIOS:
+            expected = word(EXPECTED[column.name][scenario])
+            assert words[(column.name, title(scenario))] == expected, (column.name, scenario)
