@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tests.suites.hook import APPS_VARIABLE, CONSTRUCT, MODE_VARIABLE
 from tests.suites.outcomes import OUTCOMES_VARIABLE
-from tests.suites.venvs import BUILD, OUTCOMES_MODULE, Suite
+from tests.suites.venvs import BUILD, ERA_WARNINGS, OUTCOMES_MODULE, Suite
 
 SHIPPED = "shipped"
 #: ``"<project>:<test id>"`` to the reason the test cannot pass with any middleware installed.
@@ -110,7 +110,9 @@ def _start(suite: Suite, mode: str, extra: list[str]) -> tuple[subprocess.Popen[
     (directory / "apps").mkdir(parents=True)
     log = directory / "log.txt"
     command = [str(suite.python), "-m", "pytest", "-p", OUTCOMES_MODULE, "-p", "no:cacheprovider"]
-    command += ["-p", "no:sugar", f"--timeout={TEST_TIMEOUT}", "-q", *extra, "tests"]
+    command += ["-p", "no:sugar", f"--timeout={TEST_TIMEOUT}", "-q", "--durations=10"]
+    command += [f"-W{warning}" for warning in ERA_WARNINGS.get(suite.name, [])]
+    command += [*extra, "tests"]
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,

@@ -16,8 +16,9 @@ called (``Starlette.__call__``, the first request or lifespan), just before the 
 stack is built, after everything the test set up. An app whose stack is already built by then
 (a test that called ``build_middleware_stack()`` itself) is left alone and counted as skipped.
 
-Every app patched appends one line to ``$FASTAPI_ABORT_SUITE_APPS/<pid>.txt``: the mode, then
-``installed``, ``skipped`` or ``failed``, then the app's class. An ``install()`` that raises is
+Every app patched makes one line in ``$FASTAPI_ABORT_SUITE_APPS/<pid>.txt``, written when the
+process exits (a process killed by a signal writes none): the mode, then ``installed``,
+``skipped`` or ``failed``, then the app's class. An ``install()`` that raises is
 recorded and re-raised, so the test that built the app fails (a difference, not a silence).
 
 Only the standard library is imported here: the module runs in every process of the venv.
@@ -25,6 +26,7 @@ Only the standard library is imported here: the module runs in every process of 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.abc
 import importlib.machinery
@@ -55,17 +57,26 @@ _constructing: set[int] = set()
 #: The apps installed in late mode.
 _installed: weakref.WeakSet[Starlette] = weakref.WeakSet()
 _lock = threading.Lock()
+#: The lines to write at exit.
+_lines: list[str] = []
 
 
 def _record(mode: str, what: str, app: object) -> None:
-    directory = os.environ.get(APPS_VARIABLE)
-    if not directory:
-        return
     kind = type(app)
-    line = f"{mode} {what} {kind.__module__}.{kind.__qualname__}\n"
-    # One small append per app; O_APPEND keeps lines whole across threads.
-    with open(os.path.join(directory, f"{os.getpid()}.txt"), "a", encoding="utf-8") as file:
-        file.write(line)
+    with _lock:
+        if not _lines:
+            atexit.register(_write)
+        _lines.append(f"{mode} {what} {kind.__module__}.{kind.__qualname__}\n")
+
+
+def _write() -> None:
+    # At exit, not as each app is patched: a write inside a running event loop is blocking
+    # I/O, which Starlette's suite fails (blockbuster).
+    directory = os.environ.get(APPS_VARIABLE)
+    if directory:
+        path = os.path.join(directory, f"{os.getpid()}.txt")
+        with open(path, "a", encoding="utf-8") as file:
+            file.writelines(_lines)
 
 
 def _install(mode: str, app: Starlette) -> None:

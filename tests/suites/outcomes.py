@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 OUTCOMES_VARIABLE = "FASTAPI_ABORT_SUITE_OUTCOMES"
-#: How much of a failure's text is kept: its start is what a reader needs.
-TEXT_LIMIT = 4000
+#: How much of a failure's text is kept: its start (the test) and its end (the error).
+HEAD, TAIL = 1000, 3000
 #: Worse outcomes replace better ones across a test's phases.
 RANK = {"passed": 0, "xpassed": 1, "skipped": 2, "xfailed": 3, "failed": 4, "error": 5}
 
@@ -31,7 +31,9 @@ _records: dict[str, dict[str, str]] = {}
 def _keep(nodeid: str, outcome: str, text: str) -> None:
     old = _records.get(nodeid)
     if old is None or RANK[outcome] > RANK[old["outcome"]]:
-        _records[nodeid] = {"outcome": outcome, "text": text[:TEXT_LIMIT]}
+        if len(text) > HEAD + TAIL:
+            text = f"{text[:HEAD]}\n...\n{text[-TAIL:]}"
+        _records[nodeid] = {"outcome": outcome, "text": text}
 
 
 def _outcome(report: pytest.TestReport) -> str:
