@@ -3,7 +3,8 @@ tests assert and of the tables of ``docs/works-with.md`` (``test_works_with_page
 that the page shows these).
 
 A client leaves one of the routes of :data:`tests.integrations.support.ABORTS`: ``async`` and
-``def`` mid-endpoint, ``stream`` (an async generator on ``ct.sleep()``) and ``def-stream`` (a
+``def`` mid-endpoint, ``stream`` (an async generator that checks
+``ct.is_cancellation_requested`` between chunks) and ``def-stream`` (a
 ``def`` generator on ``ct.sleep_blocking()``) after the first chunk.
 """
 
