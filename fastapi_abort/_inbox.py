@@ -48,8 +48,9 @@ class Inbox:
     """The messages of one request's server ``receive``, for the app and for the watcher."""
 
     __slots__ = (
-        "_changed",
         "_delayed",
+        "_for_app",
+        "_for_reader",
         "_reader",
         "_server_receive",
         "_wake",
@@ -88,8 +89,11 @@ class Inbox:
         self._delayed: DelayBatch | None = None
         #: What wakes the token's waiters, while that waits for the app (_departed()).
         self._wake: Callable[[], None] | None = None
-        #: Set, and dropped, whenever something the reader or the app waits for changed.
-        self._changed: anyio.Event | None = None
+        #: Set, and dropped, when a message (or the disconnect, or a failure) arrived for the
+        #: app; and when the reader may read (the app wants a message, or took the held one,
+        #: or the response started). Made only while somebody waits.
+        self._for_app: anyio.Event | None = None
+        self._for_reader: anyio.Event | None = None
 
     # -- the app's side ------------------------------------------------------------------------
 
@@ -103,7 +107,8 @@ class Inbox:
             held = self.held
             if held is not None:
                 self.held = None
-                self.changed()  # the reader may read on
+                if self.watching:
+                    self.changed()  # the watcher may read on
                 return held
             if self.gone is not None:
                 return dict(self.gone)
@@ -112,7 +117,10 @@ class Inbox:
             if not self.wanted:
                 self.wanted = True
                 self._start_or_wake()
-            await self._wait()
+            event = self._for_app
+            if event is None:
+                event = self._for_app = anyio.Event()
+            await event.wait()
 
     # -- the watcher ---------------------------------------------------------------------------
 
@@ -170,17 +178,18 @@ class Inbox:
     # -- the reader ----------------------------------------------------------------------------
 
     def changed(self) -> None:
-        """Wake whoever waits: the reader, or the app's receive()."""
-        event = self._changed
+        """Wake the reader if it waits: what it may read has changed."""
+        event = self._for_reader
         if event is not None:
-            self._changed = None
+            self._for_reader = None
             event.set()
 
-    async def _wait(self) -> None:
-        event = self._changed
-        if event is None:
-            event = self._changed = anyio.Event()
-        await event.wait()
+    def _arrived(self) -> None:
+        # Wake the app's receive() calls that wait.
+        event = self._for_app
+        if event is not None:
+            self._for_app = None
+            event.set()
 
     def _start_or_wake(self) -> None:
         if self._reader is None:
@@ -219,7 +228,10 @@ class Inbox:
         try:
             while self.gone is None:
                 if not self._may_read():
-                    await self._wait()
+                    event = self._for_reader
+                    if event is None:
+                        event = self._for_reader = anyio.Event()
+                    await event.wait()
                     continue
                 message = await self._server_receive()
                 if message["type"] == disconnect:
@@ -232,11 +244,11 @@ class Inbox:
                 # message: this one is dropped, as Starlette's StreamingResponse drops the body
                 # it reads.
                 self.wanted = False
-                self.changed()
+                self._arrived()
         except Exception as exc:
             logger.debug(READER_FAILED, exc_info=True)
             self.failed = exc
-            self.changed()
+            self._arrived()
 
     async def _departed(self) -> None:
         # The token reads as cancelled at once. If the response has started and the app waits
@@ -251,7 +263,7 @@ class Inbox:
             wake()
             return
         self._wake = wake
-        self.changed()
+        self._arrived()
         try:
             # Twice: trio may run the tasks woken together in either order.
             await anyio.lowlevel.checkpoint()
@@ -279,4 +291,4 @@ class Inbox:
                 wake = state.trip()
                 if wake is not None:
                     wake()
-            self.changed()
+            self._arrived()

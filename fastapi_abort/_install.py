@@ -58,7 +58,8 @@ def install(app: Starlette, *, preemptive: bool = False, **options: Unpack[Optio
     :param options: the middleware's options (:class:`Options`): ``status_code`` (499),
         ``log_level`` (``logging.INFO``), ``message`` (``"Client Closed Request"``),
         ``watcher_delay`` (0.001 s), ``deadline`` (``None``), ``on_abort`` (``None``).
-    :raises TypeError, ValueError: at once, for a bad or unknown option.
+    :raises TypeError: at once, for an option of the wrong type, or an unknown one.
+    :raises ValueError: at once, for a value out of range.
     :raises RuntimeError: if the app has already started, ``install`` was already called, or
         ``preemptive=True`` comes after routes were added.
     """

@@ -44,7 +44,8 @@ class RequestAbortedMiddleware:
     (the client left, or the deadline passed), after the app has finished, with an
     :class:`AbortedRequest`: keep it quick (count, record); what it raises is logged and ignored.
 
-    :raises TypeError, ValueError: at once, for a bad or unknown option.
+    :raises TypeError: at once, for an option of the wrong type, or an unknown one.
+    :raises ValueError: at once, for a value out of range.
     """
 
     def __init__(self, app: ASGIApp, **options: Unpack[Options]) -> None:
