@@ -76,6 +76,9 @@ ABORTS = {
     "stream": "/stream/{rid}",
     "def-stream": "/sync-stream/{rid}",
 }
+#: Not in ABORTS (every library's tests go through those): an async generator whose
+#: ``ct.sleep()`` is shielded from Starlette's own cancellation.
+SHIELDED_STREAM = "/shielded-stream/{rid}"
 NOT_OBSERVED = "no route {path!r} under /_test/"
 
 
@@ -162,6 +165,24 @@ def build(steps: Sequence[Step], recorder: Recorder, **settings: Any) -> FastAPI
                     await anyio.sleep(TICK)
                     if ct.is_cancellation_requested:
                         return
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    @app.get("/shielded-stream/{rid}")
+    async def stream_shielded(
+        rid: str, ct: CancellationToken = Depends(token)
+    ) -> StreamingResponse:
+        # The async form of the def-stream defect, without its race: Starlette's disconnect
+        # listener cannot cancel a shielded wait, so the token's OperationCancelled always
+        # comes out of the body (as it always does out of a def generator's thread).
+        rec = recorder.watch(rid, ct)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with recording.running(rec):
+                for i in range(round(hold / TICK)):
+                    yield f"data: {i}\n\n".encode()
+                    with anyio.CancelScope(shield=True):
+                        await ct.sleep(TICK)
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
 

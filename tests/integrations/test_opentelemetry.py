@@ -24,6 +24,7 @@ from tests.integrations import works_with
 from tests.integrations.support import (
     ABORTS,
     ENDPOINTS,
+    SHIELDED_STREAM,
     Client,
     leave_mid_request,
     normalized,
@@ -206,3 +207,28 @@ def test_fastapi_telemetry_marks_the_cancelled_endpoint_span(
     (endpoint,) = (span for span in spans(served, rid) if span["name"] == "fastapi.endpoint")
     status = (endpoint["status"], endpoint["attributes"].get("error.type"))
     assert status == works_with.OTEL_NATIVE_ENDPOINT
+
+
+ASYNC_BODY_DEFECT = (
+    "The async form of the def-stream defect: an async generator's OperationCancelled, raised "
+    "after its response started (here from a ct.sleep() that Starlette's disconnect listener "
+    "cannot cancel, shielded; unshielded, when it beats the listener: 1 abort in 60 on "
+    "uvicorn), reaches OpenTelemetry's middleware inside fastapi-abort's as RuntimeError: the "
+    "server span ends ERROR with two exception events."
+)
+
+
+@pytest.mark.xfail(strict=True, reason=ASYNC_BODY_DEFECT)
+def test_an_async_body_cancelled_by_its_token_ends_the_span_unset(start: Start) -> None:
+    served = client(start, "app", "last")
+    rid = new_id()
+    served.leave_mid_request(SHIELDED_STREAM.format(rid=rid), rid)
+    assert summary(server_span(spans(served, rid))) == ("UNSET", 200, "-", "-")
+
+
+def test_an_async_body_cancelled_by_its_token_without_otel_inside(start: Start) -> None:
+    """The same stream with OpenTelemetry's middleware outside fastapi-abort's: no error."""
+    served = client(start, "app", "first")
+    rid = new_id()
+    served.leave_mid_request(SHIELDED_STREAM.format(rid=rid), rid)
+    assert summary(server_span(spans(served, rid))) == ("UNSET", 200, "-", "-")
