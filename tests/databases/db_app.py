@@ -18,8 +18,9 @@ from tests.recording import Record, Recorder
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "docs" / "examples"
 
+_name = os.environ["EXAMPLE"]  # an example's name, or the path of an app of the same shape
 _spec = importlib.util.spec_from_file_location(
-    "db_example", EXAMPLES / f"{os.environ['EXAMPLE']}.py"
+    "db_example", _name if _name.endswith(".py") else EXAMPLES / f"{_name}.py"
 )
 assert _spec is not None
 assert _spec.loader is not None

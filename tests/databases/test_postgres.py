@@ -46,6 +46,9 @@ WAYS: dict[str, tuple[str, dict[str, str]]] = {
     "sqlalchemy-async-psycopg": ("db_sqlalchemy_async", {"DRIVER": "psycopg"}),
     "sqlalchemy-sync-psycopg": ("db_sqlalchemy_sync", {}),
 }
+if os.environ.get("DB_EXTRA_WAY"):  # name=path: an app of the examples' shape, for a trial
+    _name, _, _path = os.environ["DB_EXTRA_WAY"].partition("=")
+    WAYS[_name] = (_path, {})
 WATCHER = "fastapi-abort-watcher"
 BOUND = 15.0  # seconds any wait may take before the test fails
 SLOW = 60  # seconds of pg_sleep: a statement that ran to its end would fail every bound
