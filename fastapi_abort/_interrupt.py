@@ -76,6 +76,8 @@ async def run(token: CancellationToken, awaitable: Awaitable[T]) -> T:
             task.cancel()
             with anyio.CancelScope(shield=True):
                 await asyncio.wait((task,))
+            if not task.cancelled():
+                task.exception()  # retrieved: asyncio would log it as never retrieved
             raise
     if cancelled:
         if task.cancelled():

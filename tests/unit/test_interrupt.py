@@ -162,6 +162,36 @@ async def test_run_passes_an_outer_cancellation_on_once_and_waits_for_the_cleanu
 
 @asyncio_only
 @pytest.mark.anyio
+async def test_run_an_outer_cancellation_wins_over_the_drivers_error() -> None:
+    """The driver turns the cancel into an error of its own: the caller's cancellation still
+    propagates, and the error is not left for asyncio to log as never retrieved."""
+    finished: list[asyncio.Task[None]] = []
+
+    async def query() -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        finished.append(current)
+        try:
+            await anyio.sleep_forever()
+        except asyncio.CancelledError:
+            raise DriverError("canceling statement due to user request") from None
+
+    with CancellationTokenSource() as source, anyio.CancelScope() as outer:
+        async with anyio.create_task_group() as group:
+
+            async def cancel_outer() -> None:
+                await anyio.wait_all_tasks_blocked()
+                outer.cancel()
+
+            group.start_soon(cancel_outer)
+            await source.token.run(query())
+    assert outer.cancelled_caught
+    (task,) = finished
+    assert isinstance(task.exception(), DriverError)
+
+
+@asyncio_only
+@pytest.mark.anyio
 async def test_run_cancelled_from_another_thread() -> None:
     cleaned: list[int] = []
     with CancellationTokenSource() as source:
