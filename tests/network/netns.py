@@ -10,10 +10,12 @@ router. Needs root, iproute2's ``ip`` and Debian's ``nftables``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -101,14 +103,21 @@ class Child:
         raise TimeoutError(NO_TEXT.format(what=self.what, text=text, timeout=timeout, lines=lines))
 
     def stop(self) -> None:
+        """End the process and its children (gunicorn's workers): its own process group."""
         if self.process.stdin is not None:
             self.process.stdin.close()
-        self.process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:  # pragma: no cover - a hung child is a failure too
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=15)
+        # Its workers may outlive it a moment: end the group before the pipe is closed (a
+        # close would wait for the reader thread, which reads until every writer is gone).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         if self.process.stdout is not None:
             self.process.stdout.close()
 
@@ -134,6 +143,7 @@ class Link:
                 stderr=subprocess.STDOUT if log is None else err,
                 text=True,
                 cwd=ROOT,
+                start_new_session=True,  # a group of its own, ended whole by stop()
                 # The documented examples import as top-level modules, as tests/test_docs.py does.
                 env={**os.environ, **self.env, "PYTHONPATH": str(EXAMPLES)},
             )
@@ -196,7 +206,7 @@ def linked(directory: Path, env: dict[str, str]) -> Iterator[Link]:
             run("ip", "-n", namespace, "link", "set", "veth0", "up")
         yield link
     finally:
-        for child in link.children:
+        for child in reversed(link.children):  # clients first: the server then stops at once
             child.stop()
         for namespace in (server_ns, client_ns):
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)

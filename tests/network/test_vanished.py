@@ -149,3 +149,37 @@ def test_the_documented_example(link: Link) -> None:
     link.cut(port)
     line = server.wait_for(ABORTED, timeout=FAST.detection + SLACK)
     assert re.search(r"^INFO:fastapi_abort:GET /ticks: 499 Client Closed Request after ", line)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("path", PATHS)
+def test_gunicorn_when_ready(link: Link, events: Collector, path: str) -> None:
+    # gunicorn binds its own sockets; its when_ready hook sets the options on them before it
+    # forks its uvicorn workers (tests/network/gunicorn_conf.py).
+    link.env["ABORT_KEEPALIVE"] = json.dumps(settings(FAST))
+    server = link.start(
+        link.server_ns,
+        "gunicorn",
+        *("-m", "gunicorn", "-c", "tests/network/gunicorn_conf.py"),
+        *("--bind", f"{SERVER_ADDRESS}:{PORT}", "tests.network.app:app"),
+        log=None,
+    )
+    server.wait_for(STARTED, timeout=30)
+    _, cut_port = link.client(f"/{path}/cut")
+    link.client(f"/{path}/kept")
+    events.wait("cut", "started", timeout=30)
+    events.wait("kept", "started", timeout=30)
+
+    link.cut(cut_port)
+    cut_at = time.monotonic_ns()
+    tripped = events.wait("cut", "tripped", timeout=FAST.detection + SLACK)
+
+    assert tripped["reason"] == str(CancellationReason.CLIENT_DISCONNECTED), tripped
+    assert events.get("kept", "tripped") is None, events.events("kept")
+    record(
+        server="gunicorn-uvicorn-worker",
+        request=path,
+        settings=settings(FAST),
+        detection=FAST.detection,
+        seconds=round((tripped["t_ns"] - cut_at) / 1e9, 3),
+    )
