@@ -63,8 +63,18 @@ def _as_owner(command: list[str]) -> list[str]:
 
 @contextmanager
 def cluster(bin_dir: Path) -> Iterator[Cluster]:
-    """Start a fresh cluster; stop it and remove its directory on exit."""
+    """Start a fresh cluster; stop it and remove its directory on exit (also if it failed to
+    start)."""
     directory = Path(tempfile.mkdtemp(prefix="fastapi-abort-pg-"))
+    try:
+        with _started(bin_dir, directory) as running:
+            yield running
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def _started(bin_dir: Path, directory: Path) -> Iterator[Cluster]:
     if os.geteuid() == 0:
         shutil.chown(directory, USER)
     data = directory / "data"
@@ -100,4 +110,3 @@ def cluster(bin_dir: Path) -> Iterator[Cluster]:
             _as_owner([pg_ctl, "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop"]),
             **run,  # type: ignore[call-overload]
         )
-        shutil.rmtree(directory, ignore_errors=True)
