@@ -20,9 +20,10 @@ import pytest
 from tests.suites.compare import EXPECTED, RUN_TIMEOUT, run_both, summary
 from tests.suites.venvs import BUILD, SUITES, prepare
 
-#: Fewer apps patched than this means the hook did not reach the suite. Both suites build
-#: hundreds (FastAPI's most of its test modules and docs_src examples, at import time).
-MINIMUM_APPS = {"fastapi": 500, "starlette": 200}
+#: Fewer apps patched than this share of the test ids means the hook did not reach the suite.
+#: Measured: one app per 2.3 tests (FastAPI 0.165.0: 2,299 apps, 5,221 tests), 4.5 (FastAPI
+#: 0.115.0: 539, 2,430), 3.5 (Starlette 1.10.0: 410, 1,416), 3.9 (Starlette 0.38.6: 209, 812).
+MINIMUM_APPS_PER_TEST = 0.1
 #: Making a venv on a clean machine, then the two runs.
 SETUP_SECONDS = 600
 DIFFERENT = "{count} tests of {suite} passed as shipped and not with install():\n{report}"
@@ -42,7 +43,7 @@ def test_the_suite_passes_the_same_with_install(project: str) -> None:
     report = summary(comparison)
     (BUILD / "runs" / suite.name / "summary.txt").write_text(report + "\n")
     assert not comparison.shipped.apps, PATCHED_SHIPPED.format(suite=suite.name, report=report)
-    minimum = MINIMUM_APPS[project]
+    minimum = int(MINIMUM_APPS_PER_TEST * len(comparison.shipped.outcomes))
     installed = comparison.patched.installed
     assert installed >= minimum, TOO_FEW_APPS.format(
         count=installed, suite=suite.name, minimum=minimum, report=report

@@ -47,15 +47,8 @@ ERA_REQUIREMENTS = {
     # httpx 0.28 sends JSON without spaces, which 6 of its tests compare byte for byte.
     "starlette-0.38.6": ["python-multipart<0.0.13", "httpx<0.28"],
     # The same python-multipart; bcrypt 4.1 and later break passlib 1.7 (bcrypt 5 raises on a
-    # long test password); pydantic 2.10 and later change schemas its tests compare; the
-    # FastAPI CLI and typer of late 2024 and later print what its CLI test does not expect.
-    "fastapi-0.115.0": [
-        "python-multipart<0.0.13",
-        "bcrypt<4.1",
-        "pydantic<2.10",
-        "fastapi-cli<0.0.6",
-        "typer<0.13",
-    ],
+    # long test password); pydantic 2.10 and later change schemas its tests compare.
+    "fastapi-0.115.0": ["python-multipart<0.0.13", "bcrypt<4.1", "pydantic<2.10"],
 }
 #: Warning filters for a suite run, on top of the suite's own, for a release run on the oldest
 #: anyio this project supports when its own requirements kept anyio below 4.
