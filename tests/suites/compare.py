@@ -90,7 +90,7 @@ class Comparison:
     expected: list[Difference] = field(default_factory=list)
 
 
-def _environment(suite: Suite, mode: str, directory: Path) -> dict[str, str]:
+def environment(suite: Suite, mode: str, directory: Path) -> dict[str, str]:
     environment = {
         key: value for key, value in os.environ.items() if not key.startswith(DROPPED_PREFIXES)
     }
@@ -117,7 +117,7 @@ def _start(suite: Suite, mode: str, extra: list[str]) -> tuple[subprocess.Popen[
         process = subprocess.Popen(
             command,
             cwd=suite.source,
-            env=_environment(suite, mode, directory),
+            env=environment(suite, mode, directory),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -15,10 +15,15 @@ longer differs. It never skips: what it needs (``python3 -m venv`` and PyPI) is 
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 
-from tests.suites.compare import EXPECTED, RUN_TIMEOUT, run_both, summary
-from tests.suites.venvs import BUILD, SUITES, prepare
+from tests.suites.compare import EXPECTED, RUN_TIMEOUT, SHIPPED, environment, run_both, summary
+from tests.suites.hook import CONSTRUCT, LATE
+from tests.suites.venvs import BUILD, FASTAPI, SUITES, prepare
 
 #: Fewer apps patched than this share of the test ids means the hook did not reach the suite.
 #: Measured: one app per 2.3 tests (FastAPI 0.165.0: 2,299 apps, 5,221 tests), 4.5 (FastAPI
@@ -32,7 +37,56 @@ TOO_FEW_APPS = (
     "not reach the suite's apps, so the comparison shows nothing.\n{report}"
 )
 PATCHED_SHIPPED = "the shipped run of {suite} patched apps, so it was not as shipped:\n{report}"
+#: Run by the suite venv's interpreter: three apps, whether each is installed once built, and
+#: once it has been called (its lifespan through the TestClient).
+PROBE = """
+import json
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+from fastapi_abort import OperationCancelled
+
+class Sub(FastAPI):
+    pass
+
+apps = [FastAPI(), Starlette(), Sub()]
+built = [OperationCancelled in app.exception_handlers for app in apps]
+for app in apps:
+    with TestClient(app):
+        pass
+called = [OperationCancelled in app.exception_handlers for app in apps]
+print(json.dumps([built, called]))
+"""
+#: What the probe prints in each mode, and the hook's lines for it.
+PROBED = {
+    SHIPPED: ([[False] * 3, [False] * 3], []),
+    CONSTRUCT: ([[True] * 3, [True] * 3], [CONSTRUCT] * 3),
+    LATE: ([[False] * 3, [True] * 3], [LATE] * 3),
+}
 STALE_EXPECTED = "expected differences of {suite} that no longer differ; remove them: {tests}"
+
+
+@pytest.mark.timeout(SETUP_SECONDS)
+@pytest.mark.parametrize("mode", sorted(PROBED))
+def test_the_hook_reaches_every_process_of_the_venv(mode: str, tmp_path: Path) -> None:
+    """A new interpreter of the suite venv (as a subprocess of a suite test is) gets the hook
+    from its ``.pth`` when the variable says so, and nothing without it."""
+    suite = prepare(FASTAPI)
+    (tmp_path / "apps").mkdir()
+    done = subprocess.run(
+        [str(suite.python), "-c", PROBE],
+        env=environment(suite, mode, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    printed, modes = PROBED[mode]
+    assert json.loads(done.stdout) == printed
+    lines = [
+        line for path in (tmp_path / "apps").iterdir() for line in path.read_text().splitlines()
+    ]
+    assert [line.split()[:2] for line in lines] == [[m, "installed"] for m in modes]
 
 
 @pytest.mark.timeout(SETUP_SECONDS + RUN_TIMEOUT)
