@@ -55,6 +55,20 @@ CADDY_IGNORES = Expected(
     "once anyway, and a client that leaves then cancels the upstream request (caddy-default).",
 )
 
+VARNISH_FETCHES = Expected(
+    "limitation",
+    "In `pass` mode Varnish fetches the response for the client and does not watch the "
+    "client's connection while it waits for the backend (the request's state machine, "
+    "`bin/varnishd/cache/cache_req_fsm.c`, waits in the fetch step; the client is next "
+    "touched when the response is delivered), so the backend connection stays open until the "
+    "response comes or `first_byte_timeout` strikes; no VCL or parameter aborts a fetch "
+    "because its client left.",
+    "`return (pipe)` for the routes with long work (varnish-pipe): a piped request is a byte "
+    "tunnel, and the client's FIN or RST closes the backend connection at once; but a pipe "
+    "is one request per connection and nothing is cached. Otherwise, stream early: a "
+    "stream's next write fails and Varnish closes the backend (the mid-stream row).",
+)
+
 _DEFAULTS: dict[str, Expected] = {
     **dict.fromkeys(SCENARIOS, TRIPS),
     "keepalive_complete": COMPLETE,
@@ -63,12 +77,16 @@ _HAPROXY = {"close_before_response": HAPROXY_WAITS, "rst": HAPROXY_WAITS}
 _HAPROXY |= {"upload_then_leave": HAPROXY_WAITS}
 _APACHE = dict.fromkeys(("close_before_response", "rst", "upload_then_leave"), APACHE_WAITS)
 _CADDY_FLUSH = dict.fromkeys(("close_before_response", "rst", "upload_then_leave"), CADDY_IGNORES)
+_VARNISH_PASS = dict.fromkeys(
+    ("close_before_response", "rst", "upload_then_leave"), VARNISH_FETCHES
+)
 _OVERRIDES: dict[str, dict[str, Expected]] = {
     "haproxy-default": _HAPROXY,
     "haproxy-server-close": _HAPROXY,
     "apache-default": _APACHE,
     "apache-keepalive-flushpackets": _APACHE,
     "caddy-flush": _CADDY_FLUSH,
+    "varnish-pass": _VARNISH_PASS,
 }
 
 EXPECTED: dict[str, dict[str, Expected]] = {

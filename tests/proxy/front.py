@@ -32,8 +32,9 @@ MISSING = "{proxy} is not installed: the proxy tests need Debian's {package} ({b
 #: What a test waits at most for one log line, and for a proxy to start.
 LOG_TIMEOUT = 15.0
 START_TIMEOUT = 30.0
-#: The access line of a request, in the common shape: its status, then its request line.
-STATUS = re.compile(r"status=(-?\d+)")
+#: The access line of a request, in the common shape: its status (``-`` for none, as Varnish
+#: logs a piped request), then its request line.
+STATUS = re.compile(r"status=(-?\d+|-)")
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class Front:
         line = self.feed.wait_for(f'"{method} {path} HTTP/1.1"')
         match = STATUS.search(line)
         assert match is not None, line
-        return int(match.group(1)), line
+        return (-1 if match.group(1) == "-" else int(match.group(1))), line
 
 
 def _probe(port: int, process: subprocess.Popen[bytes], output: Callable[[], str]) -> None:

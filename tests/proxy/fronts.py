@@ -1,9 +1,10 @@
 """Every proxy of the "Behind a proxy" table, its columns, and where their cells are recorded.
 
-Each proxy module has ``BINARY``, ``PACKAGE``, ``COLUMNS``, ``installed()``, ``version()`` and
-``running(column, upstream_port, directory)``. Each cell appends one JSON line (the format of
-:mod:`tests.matrix.records`) to ``$ABORT_PROXY_DIR/<column>.jsonl``, ``build/proxies/`` by
-default: a directory of its own, so that these columns stay out of the server matrix's table.
+Each proxy module (HAProxy, Apache httpd, Caddy, Varnish) has ``BINARY``, ``PACKAGE``,
+``COLUMNS``, ``installed()``, ``version()`` and ``running(column, upstream_port, directory)``.
+Each cell appends one JSON line (the format of :mod:`tests.matrix.records`) to
+``$ABORT_PROXY_DIR/<column>.jsonl``, ``build/proxies/`` by default: a directory of its own, so
+that these columns stay out of the server matrix's table.
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ from pathlib import Path
 from types import ModuleType
 
 from tests.matrix.records import ROOT
-from tests.proxy import apache, caddy, haproxy
+from tests.proxy import apache, caddy, haproxy, varnish
 from tests.proxy.front import Column
 
-PROXIES: dict[str, ModuleType] = {"haproxy": haproxy, "apache": apache, "caddy": caddy}
+PROXIES: dict[str, ModuleType] = {
+    "haproxy": haproxy,
+    "apache": apache,
+    "caddy": caddy,
+    "varnish": varnish,
+}
 COLUMNS: tuple[Column, ...] = tuple(
     column for module in PROXIES.values() for column in module.COLUMNS
 )

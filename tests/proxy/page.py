@@ -45,6 +45,24 @@ Regenerate it: `python -m pytest tests/test_proxies.py` records every cell under
 section (after `python -m tests.matrix.page`, which rewrites the whole page).
 """
 
+#: What the table means for a deployment, in one line per proxy.
+ADVICE = [
+    "What to use, from the table:",
+    "",
+    "* **nginx**: its defaults (see its section above).",
+    "* **HAProxy**: `option abortonclose` (in `defaults` or the backend); without it a client "
+    "that leaves before the response is not heard.",
+    "* **Caddy**: `reverse_proxy` as it is; do not set `flush_interval -1` (Caddy then "
+    "deliberately ignores a client that leaves), SSE is flushed at once anyway.",
+    "* **Apache httpd**: no setting makes mod_proxy_http tell the app before the response "
+    "starts; streaming responses are heard at their next write.",
+    "* **Varnish**: `pass` is not heard before the response starts; `return (pipe)` is, at "
+    "the price of caching and one request per connection.",
+    "* Every proxy's own timeout for the response closes the upstream connection: the token "
+    "trips then, with reason `client disconnected` (the app cannot tell the proxy's timeout "
+    "from a client that left; the proxy's log can).",
+]
+
 
 def title(scenario: str) -> str:
     return TITLES[scenario]
@@ -155,7 +173,8 @@ def _logged(results: dict[str, dict[str, Record]]) -> list[str]:
 
 
 def section(results: dict[str, dict[str, Record]]) -> str:
-    lines = [INTRO, *table(results), "", "### Why some cells do not trip", "", *_notes()]
+    lines = [INTRO, *table(results), "", *ADVICE, "", "### Why some cells do not trip", ""]
+    lines += _notes()
     lines += [
         "Completed responses never trip: the token is final once the response is complete "
         "(`fastapi_abort/_middleware.py`).",
@@ -169,7 +188,8 @@ def section(results: dict[str, dict[str, Record]]) -> str:
         "`sH`: the server timeout struck before the headers), and it logs status `-1` or `400` "
         "for a request whose client left first; Apache's `conn=X` means the connection was "
         "aborted before the response completed; Caddy logs status `0` for a request its client "
-        "left before any response.",
+        "left before any response; Varnish logs status `-` for a piped request (it does not "
+        "parse the response), and `handling` is `pass` or `pipe`.",
         "",
         "### What the proxy logged, per cell",
         "",
