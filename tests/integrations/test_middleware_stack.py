@@ -55,6 +55,11 @@ def fetch(
         return response, b"".join(response.iter_raw())
 
 
+def body_of(response: httpx.Response, raw: bytes) -> bytes:
+    """The body as sent, uncompressed if GZip compressed it."""
+    return gzip.decompress(raw) if response.headers.get("content-encoding") == "gzip" else raw
+
+
 def cookie_attributes(response: httpx.Response) -> list[str]:
     """The attributes of each Set-Cookie, its signed value (which holds the time) left out."""
     return [value.split(";", 1)[1] for value in response.headers.get_list("set-cookie")]
@@ -68,7 +73,8 @@ def test_a_client_that_stays_gets_the_same_answer_with_the_plugin(start: Start, 
     with_plugin, raw = fetch(start, "app", method, path, headers)
     without, raw_without = fetch(start, "plain", method, path, headers)
     assert with_plugin.status_code == without.status_code
-    assert raw == raw_without
+    # GZip's header holds the time on Starlette before 0.39: compare what it compressed.
+    assert body_of(with_plugin, raw) == body_of(without, raw_without)
     kept = [(k, v) for k, v in headers_of(with_plugin) if k != "set-cookie"]
     assert kept == [(k, v) for k, v in headers_of(without) if k != "set-cookie"]
     assert cookie_attributes(with_plugin) == cookie_attributes(without)
@@ -96,7 +102,7 @@ def test_a_client_that_leaves_mid_endpoint_ends_quietly(start: Start) -> None:
     assert result["ended"] == "OperationCancelled"
     assert_quiet_line(served, f"/wait/{rid}", result["log_lines"])
     # The handler answered inside every middleware: nothing escaped to them.
-    assert result["disconnects"] == []
+    assert result["escaped"] == []
 
 
 def leave_mid_stream(start: Start, route: str) -> tuple[str, dict[str, object]]:
@@ -124,6 +130,7 @@ def leave_mid_stream(start: Start, route: str) -> tuple[str, dict[str, object]]:
 @pytest.mark.parametrize("route", ["stream", "stream-sync"])
 def test_a_stream_cut_short_shows_middleware_inside_ours_no_error(start: Start, route: str) -> None:
     _, result = leave_mid_stream(start, route)
-    escaped = result["disconnects"]
+    escaped = result["escaped"]
     assert isinstance(escaped, list)
-    assert not [e for e in escaped if e.startswith("RuntimeError")], escaped
+    # What a middleware sees without fastapi-abort is nothing, or the generator's own error.
+    assert [e for e in escaped if not e.startswith("OperationCancelled")] == []

@@ -45,7 +45,7 @@ class Witness:
             await self.app(scope, receive, send)
         except BaseException as exc:
             if scope["type"] == "http":
-                recorder.record(rid_of(scope)).disconnects.append(f"{type(exc).__name__}: {exc}")
+                recorder.record(rid_of(scope)).escaped.append(f"{type(exc).__name__}: {exc}")
             raise
 
 

@@ -17,7 +17,6 @@ import anyio
 import anyio.from_thread
 from fastapi import Depends, FastAPI, Request
 from sse_starlette import EventSourceResponse
-from starlette.types import Message
 
 from fastapi_abort import CancellationToken, install
 from tests.integrations.apps.twins import Record, ending, ending_in_thread, token_dependency
@@ -95,10 +94,7 @@ def build(plugin: bool) -> FastAPI:
                     rec.items += 1
                     await anyio.sleep(PAUSE / 10)
 
-        async def closed(message: Message) -> None:
-            rec.disconnects.append(message["type"])
-
-        return EventSourceResponse(stream(), ping=PING, client_close_handler_callable=closed)
+        return EventSourceResponse(stream(), ping=PING)
 
     @app.get("/before/{rid}")
     async def before(rid: str, ct: CancellationToken = token) -> EventSourceResponse:

@@ -32,8 +32,8 @@ class Record(recording.Record):
     ended: str | None = None
     #: Items a stream produced.
     items: int = 0
-    #: What the response's own disconnect listener received, if it ended on a disconnect.
-    disconnects: list[str] = field(default_factory=list)
+    #: What escaped to a middleware that notes it (``type: message``).
+    escaped: list[str] = field(default_factory=list)
 
 
 def token_dependency(plugin: bool) -> Callable[[Request], Awaitable[CancellationToken]]:
