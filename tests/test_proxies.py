@@ -196,7 +196,10 @@ def proxy_timeout(front: Front, upstream: Upstream) -> Observed:
         answered_ns = time.monotonic_ns()
     result = upstream.wait_for(rid, "tripped", timeout=TRIP_WAIT)
     line = front.access(path)[1]
-    if not result["tripped"]:
+    if result["tripped"]:
+        # The app cannot tell the proxy's timeout from a client that left.
+        assert result["reason"] == "client disconnected", result
+    else:
         finish(front, upstream, rid, path)
     after = (answered_ns - sent_ns) / 1e9
     return Observed(
