@@ -1,10 +1,10 @@
 """Run a suite as shipped and patched, at the same time, and compare the outcomes per test id.
 
-Each run is ``python -m pytest tests`` in the suite's extracted sdist, with its venv's
-interpreter, a clean environment (none of this process's coverage, pytest or venv variables),
-the outcome plugin, and pytest-timeout's ``--timeout`` as a bound for a test that hangs. The
-shipped run has no ``FASTAPI_ABORT_SUITE``; the patched run has it set to a mode of the hook
-(:mod:`tests.suites.hook`). Both run at once, one process each, on the machine's two cores.
+Each run is ``python -m pytest tests`` in its own copy of the suite's extracted sdist, with its
+venv's interpreter, a clean environment (none of this process's coverage, pytest or venv
+variables), the outcome plugin, and pytest-timeout's ``--timeout`` as a bound for a test that
+hangs. The shipped run has no ``FASTAPI_ABORT_SUITE``; the patched run has it set to a mode of
+the hook (:mod:`tests.suites.hook`). Both run at once, one process each, on the machine's two cores.
 
 A *difference* is a test whose outcome as shipped was ``passed`` or ``xfailed`` and is anything
 else patched (a failure, an error, a skip, a test that is no longer collected). A test that
@@ -108,6 +108,9 @@ def _start(suite: Suite, mode: str, extra: list[str]) -> tuple[subprocess.Popen[
     if directory.exists():
         shutil.rmtree(directory)
     (directory / "apps").mkdir(parents=True)
+    # A copy each: the suites write and delete files in their working directory (FastAPI's
+    # ./static of the docs examples), which two runs in one tree race for.
+    source = shutil.copytree(suite.source, directory / "src", symlinks=True)
     log = directory / "log.txt"
     command = [str(suite.python), "-m", "pytest", "-p", OUTCOMES_MODULE, "-p", "no:cacheprovider"]
     command += ["-p", "no:sugar", f"--timeout={TEST_TIMEOUT}", "-q", "--durations=10"]
@@ -116,7 +119,7 @@ def _start(suite: Suite, mode: str, extra: list[str]) -> tuple[subprocess.Popen[
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
-            cwd=suite.source,
+            cwd=source,
             env=environment(suite, mode, directory),
             stdin=subprocess.DEVNULL,
             stdout=output,
