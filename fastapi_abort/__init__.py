@@ -14,10 +14,10 @@ from ._endings import AbortedRequest as AbortedRequest
 from ._handler import operation_cancelled_handler as operation_cancelled_handler
 from ._install import install as install
 from ._middleware import RequestAbortedMiddleware as RequestAbortedMiddleware
-from ._token import CancellationReason as CancellationReason
+from ._reason import CancellationReason as CancellationReason
+from ._registration import CancellationTokenRegistration as CancellationTokenRegistration
+from ._source import CancellationTokenSource as CancellationTokenSource
 from ._token import CancellationToken as CancellationToken
-from ._token import CancellationTokenRegistration as CancellationTokenRegistration
-from ._token import CancellationTokenSource as CancellationTokenSource
 from ._token import OperationCancelled as OperationCancelled
 
 __version__ = "0.1.0"

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 
 from ._backend import call_soon_threadsafe, running_asyncio_loop
+from ._wake import on_loop
 
 if TYPE_CHECKING:
     from ._token import CancellationToken
@@ -54,8 +55,6 @@ async def run(token: CancellationToken, awaitable: Awaitable[T]) -> T:
         # design, and nothing can cancel a task exactly once.
         with token.scope():
             return await awaitable
-    from ._token import _on_loop
-
     call_soon = call_soon_threadsafe("CancellationToken.run()")
     task = asyncio.ensure_future(awaitable)
     cancelled = False
@@ -66,7 +65,7 @@ async def run(token: CancellationToken, awaitable: Awaitable[T]) -> T:
             cancelled = True
             task.cancel()
 
-    with token.register(_on_loop(cancel, call_soon)):  # Task.cancel() is not thread-safe
+    with token.register(on_loop(cancel, call_soon)):  # Task.cancel() is not thread-safe
         try:
             await asyncio.wait((task,))
         except BaseException:

@@ -17,8 +17,8 @@ import anyio
 from ._channels import receive_for, send_for
 from ._config import Config, Options
 from ._endings import answer, log_ending, why_ended
+from ._reason import CancellationReason
 from ._state import SCOPE_KEY, RequestState
-from ._token import CancellationReason
 
 if sys.version_info >= (3, 11):
     from typing import Unpack

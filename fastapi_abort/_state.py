@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from ._config import Config, check_deadline
 from ._inbox import Inbox
-from ._token import CancellationReason, CancellationToken
+from ._reason import CancellationReason
+from ._token import CancellationToken
 
 if TYPE_CHECKING:
     from starlette.types import Message, Receive, Scope

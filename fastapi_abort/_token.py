@@ -1,58 +1,31 @@
-"""Cooperative cancellation: the token, its source, and the exception it raises."""
+"""The token: what work reads, waits on and is cancelled through; and the exception it raises.
+
+Its state is changed in ``_lifecycle`` (by the source, and by a request's state); callbacks and
+waiters are woken through ``_wake``; ``run()`` and ``cancel_on()`` are ``_interrupt``'s.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import enum
-import logging
 import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from types import TracebackType
 from typing import ClassVar, TypeVar, final
 
 import anyio
 
-from . import _interrupt
-from ._backend import CallSoon, call_later, call_soon_threadsafe, running_asyncio_loop
+from . import _interrupt, _lifecycle
+from ._backend import call_soon_threadsafe, running_asyncio_loop
 from ._checks import is_seconds
+from ._lifecycle import lock
+from ._reason import NOT_CANCELLED, CancellationReason
+from ._registration import CancellationTokenRegistration
+from ._wake import WakeFuture, on_loop, run_callback
 
 T = TypeVar("T")
 
-logger = logging.getLogger("fastapi_abort")
-
-CALLBACK_FAILED = "Cancellation callback %r raised; the other callbacks still ran"
-NOT_CANCELLABLE_SOURCE = (
-    "CancellationTokenSource() takes CancellationToken parents, got {type}. "
-    "Pass tokens (source.token), not sources."
-)
-BAD_DELAY = (
-    "cancel_after() needs a delay in seconds >= 0 (math.inf removes the deadline), got {delay!r}"
-)
 BAD_SECONDS = "{what}() needs a number of seconds that is >= 0 (inf: no limit), got {seconds!r}"
-
-# One lock for every token: each critical section is a few attribute writes, so sharing it costs
-# nothing measurable and saves a lock object per request.
-_lock = threading.Lock()
-
-
-class CancellationReason(enum.Enum):
-    """Why a token was cancelled: compare with ``is``, e.g. ``token.reason is DEADLINE``."""
-
-    #: The HTTP client went away before the response was complete.
-    CLIENT_DISCONNECTED = "client disconnected"
-    #: A deadline set with ``cancel_after()`` or ``CancellationTokenSource(timeout=...)`` passed.
-    DEADLINE = "deadline"
-    #: ``CancellationTokenSource.cancel()`` was called without a reason.
-    EXPLICIT = "explicit"
-    #: The server cancelled the request while it ran, as servers do when they shut down and
-    #: their graceful timeout runs out.
-    SHUTDOWN = "shutdown"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class OperationCancelled(Exception):
@@ -71,53 +44,6 @@ class OperationCancelled(Exception):
         self.token = token
         self.reason = token.reason
         super().__init__(message or f"The operation was cancelled ({self.reason})")
-
-
-class _NotCancelled(enum.Enum):
-    NOT_CANCELLED = enum.auto()
-
-
-_NOT_CANCELLED = _NotCancelled.NOT_CANCELLED
-
-
-@final
-class CancellationTokenRegistration:
-    """The handle :meth:`CancellationToken.register` returns; undo it with :meth:`unregister`.
-
-    Also a context manager: leaving the ``with`` block unregisters the callback.
-    """
-
-    __slots__ = ("_callback", "_token")
-
-    def __init__(self, token: CancellationToken | None, callback: Callable[[], object]) -> None:
-        self._token = token
-        self._callback = callback
-
-    def unregister(self) -> bool:
-        """Remove the callback so that it never runs.
-
-        Returns ``True`` if it was removed before it ran, ``False`` if it has already run, is
-        running right now in another thread, or will never run (the token can no longer be
-        cancelled). Idempotent; callable from any thread.
-        """
-        token = self._token
-        if token is None:
-            return False
-        self._token = None
-        with _lock:
-            callbacks = token._callbacks
-            return callbacks is not None and callbacks.pop(self, _NOT_CANCELLED) is None
-
-    def __enter__(self) -> CancellationTokenRegistration:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.unregister()
 
 
 @final
@@ -152,7 +78,7 @@ class CancellationToken:
     NONE: ClassVar[CancellationToken]
 
     def __init__(self) -> None:
-        self._reason: object = _NOT_CANCELLED
+        self._reason: object = NOT_CANCELLED
         self._origin: CancellationToken | None = None
         self._closed = False
         # None once cancelled or closed: no callback is registered from then on.
@@ -165,7 +91,7 @@ class CancellationToken:
         self._parents: tuple[CancellationToken, ...] = ()
 
     def __repr__(self) -> str:
-        if self._reason is not _NOT_CANCELLED:
+        if self._reason is not NOT_CANCELLED:
             state = f"cancelled ({self._reason})"
         elif self._closed:
             state = "never cancelled"
@@ -178,7 +104,7 @@ class CancellationToken:
     @property
     def is_cancellation_requested(self) -> bool:
         """Whether cancellation has been requested. Cheap enough to call in a tight loop."""
-        if self._reason is not _NOT_CANCELLED:
+        if self._reason is not NOT_CANCELLED:
             return True
         # Read once: another thread may close the source meanwhile.
         deadline, parents = self._deadline, self._parents
@@ -186,20 +112,20 @@ class CancellationToken:
         # event loop thread would otherwise never let the timer run.
         if deadline is not None and time.monotonic() >= deadline:
             self._cancel(CancellationReason.DEADLINE, None)
-            return self._reason is not _NOT_CANCELLED
+            return self._reason is not NOT_CANCELLED
         # A cancelled parent cancels this token now, not only when the link's callback gets its
         # turn among the parent's callbacks (reading a parent whose deadline passed cancels it).
         for parent in parents:
             if parent.is_cancellation_requested:
                 self._cancel(parent._reason, parent._origin or parent)
-                return self._reason is not _NOT_CANCELLED
+                return self._reason is not NOT_CANCELLED
         return False
 
     @property
     def can_be_cancelled(self) -> bool:
         """False if this token can never be cancelled (``CancellationToken.NONE``, or a token
         whose source was closed before cancelling it). True once it is cancelled."""
-        return self._reason is not _NOT_CANCELLED or not self._closed
+        return self._reason is not NOT_CANCELLED or not self._closed
 
     @property
     def reason(self) -> object:
@@ -210,7 +136,7 @@ class CancellationToken:
         parent's reason.
         """
         reason = self._reason
-        return None if reason is _NOT_CANCELLED else reason
+        return None if reason is NOT_CANCELLED else reason
 
     def throw_if_cancellation_requested(self) -> None:
         """Raise :class:`OperationCancelled` if cancellation has been requested; else do nothing.
@@ -219,7 +145,7 @@ class CancellationToken:
         """
         # is_cancellation_requested, with its common case (not cancelled, no deadline, no
         # parents) answered here: this runs in tight loops.
-        if self._reason is not _NOT_CANCELLED or (
+        if self._reason is not NOT_CANCELLED or (
             (self._deadline is not None or self._parents) and self.is_cancellation_requested
         ):
             raise OperationCancelled(self)
@@ -246,14 +172,14 @@ class CancellationToken:
         # Made before taking the lock: an allocation may start a garbage collection, whose
         # finalizers may cancel a token, and the lock is not reentrant.
         registration = CancellationTokenRegistration(self, callback)
-        with _lock:
+        with lock:
             callbacks = self._callbacks
             if callbacks is not None:
                 callbacks[registration] = None
                 return registration
         registration._token = None
-        if self._reason is not _NOT_CANCELLED:
-            _run_callback(callback)
+        if self._reason is not NOT_CANCELLED:
+            run_callback(callback)
         return registration
 
     # -- waiting -------------------------------------------------------------------------------
@@ -274,12 +200,12 @@ class CancellationToken:
             # less than with an anyio.Event (an asyncio.Event, its deque, two coroutine frames)
             # and a closure (measured with tracemalloc, python -m benchmarks.micro memory).
             future = loop.create_future()
-            with self.register(_WakeFuture(future)):
+            with self.register(WakeFuture(future)):
                 await future
             return
         event = anyio.Event()
         call_soon = call_soon_threadsafe("CancellationToken.wait()")
-        with self.register(_on_loop(event.set, call_soon)):
+        with self.register(on_loop(event.set, call_soon)):
             await event.wait()
 
     async def sleep(self, seconds: float) -> None:
@@ -321,7 +247,7 @@ class CancellationToken:
         # Checks for a loop first, so that a worker thread gets the error that explains itself.
         call_soon = call_soon_threadsafe("CancellationToken.scope()")
         cancel_scope = anyio.CancelScope()
-        with self.register(_on_loop(cancel_scope.cancel, call_soon)), cancel_scope:
+        with self.register(on_loop(cancel_scope.cancel, call_soon)), cancel_scope:
             yield cancel_scope
         # cancelled_caught is true only if this scope's own cancellation was caught (an outer
         # one propagates out of the `with` above): by the token, or through the yielded scope
@@ -401,11 +327,11 @@ class CancellationToken:
         if self.is_cancellation_requested:
             return True
         new_event = threading.Event()  # made outside the lock, as in register()
-        with _lock:
+        with lock:
             event = self._event
             if event is None:
                 event = self._event = new_event
-            if self._reason is not _NOT_CANCELLED:
+            if self._reason is not NOT_CANCELLED:
                 return True
         end = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -431,106 +357,21 @@ class CancellationToken:
         if self.wait_blocking(seconds):
             raise OperationCancelled(self)
 
-    # -- used by the source --------------------------------------------------------------------
+    # -- changed by the source and by a request's state: the bodies are _lifecycle's ---------
 
-    def _deadline_passed(self) -> None:
-        """Cancel if the deadline has passed, read or not: a timer that could not run yet (a
-        busy event loop) must not make a passed deadline depend on whether anybody looked."""
-        deadline = self._deadline
-        if deadline is not None and time.monotonic() >= deadline:
-            self._cancel(CancellationReason.DEADLINE, None)
-
-    def _cancel(
-        self, reason: object, origin: CancellationToken | None, ticket: object = None
-    ) -> None:
-        """Cancel this token. ``origin``: the token that was cancelled first, if not this one
-        (``None`` for this one: a token that referred to itself would be a reference cycle)."""
-        wake = self._mark_cancelled(reason, origin, ticket)
-        if wake is not None:
-            wake()
+    def _cancel(self, reason: object, origin: CancellationToken | None) -> None:
+        _lifecycle.cancel(self, reason, origin)
 
     def _mark_cancelled(
-        self, reason: object, origin: CancellationToken | None, ticket: object = None
+        self, reason: object, origin: CancellationToken | None
     ) -> Callable[[], None] | None:
-        """Cancel this token, and return what wakes its waiters and runs its callbacks (None
-        if it was cancelled or closed already): everybody who looks sees it cancelled at once,
-        and whoever waits on it wakes when that is called."""
-        with _lock:
-            if self._reason is not _NOT_CANCELLED or self._closed:
-                return None
-            if ticket is not None and ticket is not self._timer_ticket:
-                return None  # a timer whose deadline was replaced: checked under the lock
-            self._reason = reason
-            self._origin = origin
-            callbacks, self._callbacks = self._callbacks, None
-            event, timer = self._event, self._timer
-            self._timer = None
-
-        def wake() -> None:
-            if timer is not None:
-                timer()
-            if event is not None:
-                event.set()
-            if callbacks:
-                for registration in callbacks:
-                    # Detach first: unregister() must report False from now on.
-                    registration._token = None
-                    _run_callback(registration._callback)
-
-        return wake
+        return _lifecycle.mark_cancelled(self, reason, origin)
 
     def _cancel_after(self, delay: float) -> None:
-        """CancellationTokenSource.cancel_after(), for a ``delay`` already checked."""
-        # A deadline that passed unread still counts: it is not replaced by a later one.
-        self._deadline_passed()
-        if delay == math.inf:
-            with _lock:
-                old, self._timer = self._timer, None
-                self._deadline = None
-                self._timer_ticket = None
-            if old is not None:
-                old()
-            return
-        ticket = object()
-
-        def fire() -> None:
-            # Only the timer of the latest deadline may cancel: an earlier one that was replaced
-            # (and raced its own cancellation) must not.
-            self._cancel(CancellationReason.DEADLINE, None, ticket)
-
-        with _lock:
-            if self._reason is not _NOT_CANCELLED or self._closed:
-                return
-            old, self._timer = self._timer, None
-            self._deadline = time.monotonic() + delay
-            self._timer_ticket = ticket
-        if old is not None:
-            old()
-        # Started outside the lock (it allocates: see register()). The ticket says whether this
-        # is still the current deadline once it is kept; a replaced one only cancels.
-        timer: Callable[[], object] | None = call_later(delay, fire) or _timer_thread(delay, fire)
-        with _lock:
-            if self._timer_ticket is ticket and self._reason is _NOT_CANCELLED and not self._closed:
-                self._timer, timer = timer, None
-        if timer is not None:
-            timer()  # replaced, cancelled or closed meanwhile
+        _lifecycle.cancel_after(self, delay)
 
     def _close(self) -> None:
-        if self._closed:
-            # Closed for good (it never reverts, so reading it without the lock is safe), and
-            # nothing is left to release: a request's token is closed twice, at the end of its
-            # response and when the app returns.
-            return
-        if self._deadline is not None:  # most tokens have none: no call for them
-            self._deadline_passed()
-        with _lock:
-            self._closed = True
-            self._callbacks = None
-            self._parents = ()
-            timer, self._timer = self._timer, None
-            self._deadline = None
-        if timer is not None:
-            timer()
+        _lifecycle.close(self)
 
 
 def _check_seconds(what: str, seconds: float) -> None:
@@ -538,161 +379,5 @@ def _check_seconds(what: str, seconds: float) -> None:
         raise ValueError(BAD_SECONDS.format(what=what, seconds=seconds))
 
 
-def _run_callback(callback: Callable[[], object]) -> None:
-    try:
-        callback()
-    except Exception:
-        logger.exception(CALLBACK_FAILED, callback)
-
-
-@final
-class _WakeFuture:
-    """Resolve an asyncio future on its own loop, whichever thread calls this."""
-
-    __slots__ = ("_future",)
-
-    def __init__(self, future: asyncio.Future[None]) -> None:
-        self._future = future
-
-    def __call__(self) -> None:
-        future = self._future
-        loop = future.get_loop()
-        if running_asyncio_loop() is loop:
-            _resolve(future)
-            return
-        # RuntimeError: the loop has closed, and nothing is left waiting on it.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_resolve, future)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():  # the waiter may have been cancelled meanwhile
-        future.set_result(None)
-
-
-def _on_loop(func: Callable[[], object], call_soon: CallSoon) -> Callable[[], None]:
-    """Wrap ``func`` so that it runs on the current loop, whichever thread calls the wrapper.
-
-    Called from the loop's own thread, ``func`` runs at once; from any other thread, it is
-    scheduled on the loop with ``call_soon`` without blocking the caller.
-    """
-    loop_thread = threading.get_ident()
-
-    def wake() -> None:
-        if threading.get_ident() == loop_thread:
-            func()
-            return
-        # RuntimeError: the loop has closed, and nothing is left waiting on it.
-        with contextlib.suppress(RuntimeError):
-            call_soon(func)
-
-    return wake
-
-
 CancellationToken.NONE = CancellationToken()
 CancellationToken.NONE._close()
-
-
-@final
-class CancellationTokenSource:
-    """Owns a :class:`CancellationToken` and is the only way to cancel it.
-
-    ``CancellationTokenSource(*parents, timeout=None)`` makes a source whose token is also
-    cancelled when any of ``parents`` is (keeping that parent's reason), and after ``timeout``
-    seconds (reason :attr:`CancellationReason.DEADLINE`).
-
-    Close the source when its work is done (``close()``, or use it as a context manager): that
-    unlinks it from its parents, stops its timer and drops its callbacks, so a long-lived parent
-    does not keep every child alive. After ``close()``, a token that was not cancelled can never
-    be. Every method is safe to call from any thread.
-    """
-
-    __slots__ = ("_links", "token")
-
-    def __init__(self, *parents: CancellationToken, timeout: float | None = None) -> None:
-        #: The token this source controls. The same object for the source's whole life.
-        self.token = token = CancellationToken()
-        # A tuple, and the shared empty one without parents (as for every request's token).
-        self._links: tuple[CancellationTokenRegistration, ...] = ()
-        if parents:
-            for parent in parents:
-                if not isinstance(parent, CancellationToken):
-                    raise TypeError(NOT_CANCELLABLE_SOURCE.format(type=type(parent).__name__))
-            live = tuple(parent for parent in parents if parent.can_be_cancelled)
-            token._parents = live
-            # Cancelling a child from its parent must not keep the child alive through the
-            # parent: the callback holds the child token only, never the source.
-            self._links = tuple(parent.register(_link(parent, token)) for parent in live)
-        if timeout is not None:
-            self.cancel_after(timeout)
-
-    def __repr__(self) -> str:
-        return f"<CancellationTokenSource token={self.token!r}>"
-
-    @property
-    def is_cancellation_requested(self) -> bool:
-        """Same as ``self.token.is_cancellation_requested``."""
-        return self.token.is_cancellation_requested
-
-    def cancel(self, reason: object = CancellationReason.EXPLICIT) -> None:
-        """Cancel the token: set its reason, run its callbacks, wake its waiters.
-
-        Idempotent: only the first call has any effect, and later reasons are ignored. Callable
-        from any thread; async waiters are woken on their own event loop without blocking the
-        caller. Callbacks run in the calling thread before ``cancel`` returns. Does nothing after
-        :meth:`close`.
-
-        :param reason: what :attr:`CancellationToken.reason` will report; a
-            :class:`CancellationReason` or any object of yours (not ``None``).
-        """
-        if reason is None:
-            raise ValueError("cancel() needs a reason that is not None")
-        self.token._cancel(reason, None)
-
-    def cancel_after(self, delay: float) -> None:
-        """Cancel the token with reason :attr:`CancellationReason.DEADLINE` in ``delay`` seconds.
-
-        Calling it again replaces the earlier deadline; ``math.inf`` removes it (like .NET's
-        ``CancelAfter(Timeout.Infinite)``). The deadline is checked on every read of the token's
-        state as well, so a loop that never yields to the event loop still sees it. The timer
-        runs on the current asyncio loop if there is one, else in a timer thread. Does nothing
-        once the token is cancelled or the source closed.
-        """
-        if not is_seconds(delay, inf=True):
-            raise ValueError(BAD_DELAY.format(delay=delay))
-        self.token._cancel_after(delay)
-
-    def close(self) -> None:
-        """Release the source: unlink from parents, stop the timer, drop the callbacks.
-
-        Idempotent. The token keeps its state; if it was not cancelled, it never will be.
-        """
-        self.token._close()
-        links, self._links = self._links, ()
-        for link in links:
-            link.unregister()
-
-    def __enter__(self) -> CancellationTokenSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-def _timer_thread(delay: float, fire: Callable[[], None]) -> Callable[[], object]:
-    thread = threading.Timer(delay, fire)
-    thread.daemon = True
-    thread.start()
-    return thread.cancel
-
-
-def _link(parent: CancellationToken, child: CancellationToken) -> Callable[[], None]:
-    def cancel_child() -> None:
-        child._cancel(parent._reason, parent._origin or parent)
-
-    return cancel_child

@@ -29,10 +29,13 @@ from fastapi_abort import (
     CancellationTokenRegistration,
     CancellationTokenSource,
     OperationCancelled,
+    _lifecycle,
     _token,
 )
 from fastapi_abort._backend import NO_EVENT_LOOP
-from fastapi_abort._token import BAD_DELAY, BAD_SECONDS, CALLBACK_FAILED, NOT_CANCELLABLE_SOURCE
+from fastapi_abort._source import BAD_DELAY, NOT_CANCELLABLE_SOURCE
+from fastapi_abort._token import BAD_SECONDS
+from fastapi_abort._wake import CALLBACK_FAILED
 
 #: Bound on every wait for something that should happen (seconds); never reached when it works.
 WAIT = 5.0
@@ -1343,7 +1346,7 @@ def test_concurrent_cancel_after_calls_leave_a_timer_that_matches_the_deadline(
         calls.append(delay)
         if len(calls) == 1:  # A, arming its timer
             thread_b.start()
-            if not _token._lock.locked():  # A arms outside the lock: let B get this far
+            if not _lifecycle.lock.locked():  # A arms outside the lock: let B get this far
                 assert b_arming.wait(WAIT)
         else:  # B, arming its timer; held until A's cancel_after() has returned
             b_arming.set()
@@ -1351,7 +1354,7 @@ def test_concurrent_cancel_after_calls_leave_a_timer_that_matches_the_deadline(
         return None  # no loop here: a timer thread, as in any plain thread
 
     thread_b = threading.Thread(target=source.cancel_after, args=(0.05,), daemon=True)
-    monkeypatch.setattr(_token, "call_later", call_later)
+    monkeypatch.setattr(_lifecycle, "call_later", call_later)
     try:
         source.cancel_after(30)  # A
         release_b.set()
@@ -1379,7 +1382,7 @@ def test_a_replaced_timer_that_fires_anyway_does_not_cancel(
         fires.append(callback)
         return lambda: None  # a stop that comes too late
 
-    monkeypatch.setattr(_token, "call_later", call_later)
+    monkeypatch.setattr(_lifecycle, "call_later", call_later)
     with CancellationTokenSource() as source:
         source.cancel_after(30)
         source.cancel_after(60)
@@ -1447,7 +1450,7 @@ def test_register_after_a_passed_deadline_runs_the_callback_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A timer that never fires: only the deadline itself can tell that the token is cancelled.
-    monkeypatch.setattr(_token, "_timer_thread", lambda delay, fire: lambda: None)
+    monkeypatch.setattr(_lifecycle, "_timer_thread", lambda delay, fire: lambda: None)
     source = CancellationTokenSource()
     source.cancel_after(0)
     ran: list[str] = []

@@ -17,7 +17,8 @@ from starlette.datastructures import Headers
 from starlette.types import Message
 
 from .._endings import ABORTED_LOG
-from .._token import CancellationReason, CancellationToken
+from .._reason import CancellationReason
+from .._token import CancellationToken
 
 if TYPE_CHECKING:
     from ._exchange import _Exchange
