@@ -1,4 +1,5 @@
-"""``python -m demo_app [--host HOST] [--port PORT] [--db PATH]``: serve the demo with uvicorn."""
+"""``python -m demo_app [--host HOST] [--port PORT] [--db PATH] [--database URL]``: serve the demo
+with uvicorn."""
 
 import argparse
 import logging
@@ -22,13 +23,20 @@ def main() -> None:
         default=None,
         help=f"the SQLite file, created on first start (${ENV_VAR}, else {default_path()})",
     )
+    parser.add_argument(
+        "--database",
+        default=None,
+        metavar="URL",
+        help="run the report on PostgreSQL instead (postgresql://user@host:port/db; its tables "
+        "are made on first start; needs the demo-postgresql extra)",
+    )
     args = parser.parse_args()
     # INFO and the logger's name, so that the lines from "fastapi_abort" and "demo_app.*" show.
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # log_config=None: uvicorn's own lines go through the same root handler.
-    uvicorn.run(create_app(args.db), host=args.host, port=args.port, log_config=None)
+    uvicorn.run(create_app(args.db, args.database), host=args.host, port=args.port, log_config=None)
 
 
 if __name__ == "__main__":

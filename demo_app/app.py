@@ -3,6 +3,7 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -11,6 +12,11 @@ from starlette.types import ASGIApp
 
 from demo_app import deadline, legacy, lottery, panel, report, slow, stream, sync_work, ticker
 from fastapi_abort import install
+
+NEEDS_ASYNCPG = (
+    "--database needs asyncpg, which the demo does not install by default: "
+    "pip install -e '.[demo-postgresql]'"
+)
 
 INDEX = """<!doctype html>
 <title>fastapi-abort demo</title>
@@ -27,7 +33,8 @@ below: the server stops the work, and says so.</p>
   <li><a href="/slow/naive">/slow/naive</a>: 10 s of work that goes on after you leave.</li>
   <li><a href="/slow">/slow</a>: 10 s of work that stops the moment you leave.</li>
   <li><a href="/sync">/sync</a>: a <code>def</code> endpoint, ten blocking one-second steps.</li>
-  <li><a href="/report">/report</a>: the commission report, employee by employee, from SQLite.</li>
+  <li><a href="/report">/report</a>: the commission report, employee by employee, from
+  DATABASE.</li>
   <li><a href="/report/pairs">/report/pairs</a>: one long SQL query that the token interrupts.
   </li>
   <li><a href="/stream">/stream</a>: a stream of draws (server-sent events).</li>
@@ -68,27 +75,47 @@ new EventSource("/panel/events").onmessage = (event) => {
 """
 
 
-def create_app(db_path: Path | None = None) -> ASGIApp:
+def postgres_report() -> ModuleType:
+    """:mod:`demo_app.report_postgres`, imported only when asked for: asyncpg is an extra."""
+    try:
+        from demo_app import report_postgres
+    except ModuleNotFoundError as exc:
+        if exc.name != "asyncpg":
+            raise
+        raise RuntimeError(NEEDS_ASYNCPG) from exc
+    return report_postgres
+
+
+def create_app(db_path: Path | None = None, database: str | None = None) -> ASGIApp:
     """The demo, as an ASGI app. ``db_path``: the SQLite file, created on first start
-    (default: ``report.default_path()``)."""
+    (default: ``report.default_path()``). ``database``: a PostgreSQL URL; the report then runs
+    there (its tables made on first start), and ``db_path`` is not used."""
     path = db_path or report.default_path()
+    backend = report if database is None else postgres_report()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await anyio.to_thread.run_sync(report.create_database, path)
-        yield
+        if database is None:
+            await anyio.to_thread.run_sync(report.create_database, path)
+            yield
+            return
+        async with backend.opened(database) as pool:
+            app.state.pool = pool
+            yield
 
     app = FastAPI(title="fastapi-abort demo", lifespan=lifespan)
     # The panel marks a request cancelled (499) or ended by its deadline (504) from this hook.
     install(app, on_abort=panel.record_abort)
     app.state.db_path = path
     app.state.panel = live = panel.Panel()
-    for module in (lottery, slow, sync_work, report, stream, deadline, legacy, ticker, panel):
+    for module in (lottery, slow, sync_work, backend, stream, deadline, legacy, ticker, panel):
         app.include_router(module.router)
     app.include_router(lottery.shop_router)
 
+    page = INDEX.replace("DATABASE", "SQLite" if database is None else "PostgreSQL")
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
-        return INDEX
+        return page
 
     return panel.Recorder(app, live)

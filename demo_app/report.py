@@ -17,6 +17,7 @@ import os
 import random
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,20 @@ def default_path() -> Path:
     return Path(cache) / "fastapi-abort" / "demo.sqlite3"
 
 
+def employees() -> Iterator[tuple[int, str]]:
+    """The rows of ``employees``: (id, name). Shared with :mod:`demo_app.report_postgres`."""
+    return ((n, f"Employee {n}") for n in range(1, EMPLOYEES + 1))
+
+
+def sales() -> Iterator[tuple[int, int]]:
+    """The rows of ``sales`` in id order from 1: (employee_id, amount), the same on every
+    machine and for every database."""
+    rng = random.Random(2017)
+    return (
+        (rng.randint(1, EMPLOYEES), rng.randint(10, 5000)) for _ in range(EMPLOYEES * SALES_EACH)
+    )
+
+
 def create_database(path: Path) -> None:
     """Generate the database at ``path`` unless it exists. Written aside, then renamed, so that
     an interrupted first start leaves no half-built file behind."""
@@ -50,24 +65,14 @@ def create_database(path: Path) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     draft = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    rng = random.Random(2017)  # the same data on every machine
     with closing(sqlite3.connect(draft)) as db, db:
         db.execute("CREATE TABLE employees (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
         db.execute(
             "CREATE TABLE sales (id INTEGER PRIMARY KEY, employee_id INTEGER NOT NULL, "
             "amount INTEGER NOT NULL)"
         )
-        db.executemany(
-            "INSERT INTO employees VALUES (?, ?)",
-            ((n, f"Employee {n}") for n in range(1, EMPLOYEES + 1)),
-        )
-        db.executemany(
-            "INSERT INTO sales (employee_id, amount) VALUES (?, ?)",
-            (
-                (rng.randint(1, EMPLOYEES), rng.randint(10, 5000))
-                for _ in range(EMPLOYEES * SALES_EACH)
-            ),
-        )
+        db.executemany("INSERT INTO employees VALUES (?, ?)", employees())
+        db.executemany("INSERT INTO sales (employee_id, amount) VALUES (?, ?)", sales())
     draft.replace(path)
     logger.info("created %s: %d employees, %d sales", path, EMPLOYEES, EMPLOYEES * SALES_EACH)
 
@@ -92,7 +97,14 @@ def commission(amount: int) -> float:
     return amount * (0.05 if amount < 1000 else 0.08)
 
 
-SALES = "SELECT amount FROM sales WHERE employee_id = ?"
+def summed(name: str, amounts: list[int]) -> Commission:
+    """One employee's line of the report, whichever database the amounts came from."""
+    return Commission(name, len(amounts), round(sum(map(commission, amounts)), 2))
+
+
+EMPLOYEES_IN_ORDER = "SELECT id, name FROM employees ORDER BY id"
+# In id order: the floats are summed in the same order on every database.
+SALES = "SELECT amount FROM sales WHERE employee_id = ? ORDER BY id"
 
 
 @router.get("")
@@ -100,21 +112,23 @@ def report(ct: RequestAborted, db: Connection) -> list[Commission]:
     started = time.perf_counter()
     rows = []
     with closing(db):
-        for employee_id, name in db.execute("SELECT id, name FROM employees").fetchall():
+        for employee_id, name in db.execute(EMPLOYEES_IN_ORDER).fetchall():
             ct.throw_if_cancellation_requested()  # once per employee
             amounts = [amount for (amount,) in db.execute(SALES, (employee_id,))]
-            rows.append(Commission(name, len(amounts), round(sum(map(commission, amounts)), 2)))
+            rows.append(summed(name, amounts))
     logger.info("report of %d employees in %.1f s", len(rows), time.perf_counter() - started)
     return rows
 
 
 # For each employee, how many pairs of their own sales differ in amount: one slow statement.
+# Plain SQL that SQLite and PostgreSQL both run (e.id is the key, so e.name may be selected); the
+# tie-break on e.id gives both the same five lines.
 PAIRS = """
 SELECT e.name, count(*) AS pairs
 FROM sales AS a
 JOIN sales AS b ON b.employee_id = a.employee_id AND b.amount < a.amount
 JOIN employees AS e ON e.id = a.employee_id
-GROUP BY e.id ORDER BY pairs DESC LIMIT 5
+GROUP BY e.id ORDER BY pairs DESC, e.id LIMIT 5
 """
 
 
