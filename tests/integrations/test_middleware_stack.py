@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integrations.apps.middleware_app import ORIGIN
+from tests.integrations.apps.twins import ORIGIN
 from tests.integrations.twin_servers import Start, assert_quiet_line, headers_of, twin_servers
 from tests.raw_http import leave, new_id, read_until, request_bytes
 

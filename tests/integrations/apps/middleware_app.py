@@ -22,10 +22,15 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastapi_abort import CancellationToken, install
-from tests.integrations.apps.twins import Record, ending, ending_in_thread, token_dependency
+from tests.integrations.apps.twins import (
+    ORIGIN,
+    Record,
+    ending,
+    ending_in_thread,
+    token_dependency,
+)
 from tests.recording import Recorder
 
-ORIGIN = "http://front.example"
 recorder = Recorder(Record)
 recorder.install_logging()
 

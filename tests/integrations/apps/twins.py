@@ -18,6 +18,10 @@ from fastapi import Request
 from fastapi_abort import CancellationToken, request_aborted
 from tests import recording
 
+#: The cross-origin page of the CORS cases (imported by the tests without importing an app,
+#: whose import would set up its logging in the test process).
+ORIGIN = "http://front.example"
+
 #: What ``ended`` says of a block that ran to its end.
 COMPLETED = "completed"
 
