@@ -163,7 +163,7 @@ def log_ending(state: RequestState) -> None:
     Once per request whose client left, however the app ended (by OperationCancelled, by
     returning, or by Starlette cancelling a streaming body); once per request answered with the
     deadline's 504 (or a WebSocket closed for it). Nothing for a WebSocket whose peer left: that
-    is a WebSocket's normal ending.
+    is a WebSocket's normal ending. Called only for those (see :func:`needs_logging`).
     """
     if state.aborted:
         if not state.websocket:
@@ -173,12 +173,18 @@ def log_ending(state: RequestState) -> None:
             line = (method, path, config.status_code, config.message, elapsed)
             logger.log(config.level, ABORTED_LOG, *line, extra=extra)
             _call_hook(state, AbortedRequest(method, path, config.status_code, elapsed, _CLIENT))
-    elif state.ended_with is _DEADLINE:
+    else:
         method, path, elapsed = _request(state)
         extra = _extra(method, path, 504, elapsed, _DEADLINE)
         logger.warning(DEADLINE_LOG, method, path, state.deadline, elapsed, extra=extra)
         if not state.websocket:
             _call_hook(state, AbortedRequest(method, path, 504, elapsed, _DEADLINE))
+
+
+def needs_logging(state: RequestState) -> bool:
+    """Whether :func:`log_ending` has something to say: the client left, or the deadline's
+    answer was sent."""
+    return state.aborted or state.ended_with is _DEADLINE
 
 
 def _request(state: RequestState) -> tuple[str, str, float]:

@@ -146,9 +146,9 @@ class Inbox:
 
     def watch(self) -> None:
         """Read ahead from now on, to hear a disconnect."""
+        # (Only while the response is incomplete: a request whose response completed or whose
+        # app returned left the delay's batch then, and token() does not ask after that.)
         state = self.state
-        if state.response_complete or state.finished:
-            return
         if not (self.app_has_read or state.response_started):
             # Reading before the app does would make the server answer "100 Continue" on the
             # app's behalf: wait until the app reads or responds.

@@ -16,7 +16,7 @@ import anyio
 
 from ._channels import receive_for, send_for
 from ._config import Config, Options
-from ._endings import answer, log_ending, why_ended
+from ._endings import answer, log_ending, needs_logging, why_ended
 from ._reason import CancellationReason
 from ._state import SCOPE_KEY, RequestState
 
@@ -89,5 +89,5 @@ class RequestAbortedMiddleware:
             # which holds the scope: without this, every request would be left to the cyclic
             # garbage collector (docs/benchmarks.md).
             scope.pop(SCOPE_KEY, None)
-        if state.aborted or state.ended_with is not None:
+        if needs_logging(state):
             log_ending(state)
