@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import latency, scale, throughput, work
+from benchmarks import latency, queries, scale, throughput, work
 from benchmarks.harness import ROOT, servers
 from benchmarks.report import plot, table
 from benchmarks.system import CLIENT_CORE, machine, pin, raise_nofile
@@ -24,6 +24,7 @@ class Plan:
     latency: latency.Settings
     work: work.Settings
     scale: scale.Settings
+    queries: queries.Settings
 
 
 FULL = Plan(
@@ -31,12 +32,14 @@ FULL = Plan(
     latency.Settings(rounds=5, trials_per_round=60, loaded=1000),
     work.Settings(rounds=3, clients=100, chunks=200),
     scale.Settings(rounds=3, levels=(1, 10, 100, 500, 1000, 2000, 3000, 4000, 5000), trials=30),
+    queries.Settings(reports=100),
 )
 QUICK = Plan(
     throughput.Settings(rounds=2, seconds=1),
     latency.Settings(rounds=2, trials_per_round=10, loaded=1000),
     work.Settings(rounds=1, clients=20, chunks=50),
     scale.Settings(rounds=1, levels=(1, 10, 100, 1000), trials=5),
+    queries.Settings(reports=10),
 )
 
 
@@ -72,6 +75,9 @@ def main() -> None:
             results["work"] = work.run(plain, abort, plan.work)
         print("4. memory and scale", flush=True)
         results["scale"] = scale.run(log_dir, plan.scale)
+    # Its own servers and its own PostgreSQL cluster; skipped, with the reason, without one.
+    print("5. query seconds saved", flush=True)
+    results["queries"] = queries.run(plan.queries)
     results["seconds"] = time.monotonic() - began
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results, out)
