@@ -13,6 +13,7 @@ that out. Server CPU time per request (from ``/proc``) is recorded next to reque
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 from dataclasses import dataclass
@@ -72,7 +73,10 @@ def together(
     for name, server in order:
         rate, count = wrk_result(runs[name], path, seconds)
         out[f"{name}_rps"] = rate
-        out[f"{name}_cpu_us"] = (cpu_seconds(server.pid) - cpu[name]) / count * 1e6
+        # No request in the time (a warm-up second on a machine loaded by other work): no
+        # figure, rather than a crash of the whole run.
+        used = cpu_seconds(server.pid) - cpu[name]
+        out[f"{name}_cpu_us"] = used / count * 1e6 if count else math.nan
     return out
 
 
