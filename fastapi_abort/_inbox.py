@@ -55,6 +55,7 @@ class Inbox:
         "_server_receive",
         "_wake",
         "app_has_read",
+        "app_reading",
         "failed",
         "gone",
         "held",
@@ -83,6 +84,8 @@ class Inbox:
         self.app_has_read = False
         #: The request expects "100 Continue", and neither read nor responded yet (see watch()).
         self.hold_for_continue = False
+        #: The app itself waits in the server's receive (a request without a token).
+        self.app_reading = False
         #: The reader task, once started; None again once the app returned.
         self._reader: Cancellable | None = None
         #: The batch the watcher waits in for its delay, or None.
@@ -114,6 +117,8 @@ class Inbox:
                 return dict(self.gone)
             if self.failed is not None:
                 raise self.failed
+            if self.state.issued is None and self._reader is None:
+                return await self._read_for_app()
             if not self.wanted:
                 self.wanted = True
                 self._start_or_wake()
@@ -202,7 +207,28 @@ class Inbox:
         if reader is not None:
             reader.cancel()
 
+    async def _read_for_app(self) -> Message:
+        # A request that has not asked for its token reads the server's receive itself, as it
+        # would without this middleware, cancellations included: there is no token to trip
+        # falsely. (A token asked for meanwhile waits for this call: one caller at a time.)
+        self.app_reading = True
+        try:
+            message = await self._server_receive()
+        finally:
+            self.app_reading = False
+            self.changed()
+        disconnect = "websocket.disconnect" if self.state.websocket else "http.disconnect"
+        if message["type"] == disconnect:
+            self.gone = message
+            if self.state.disconnected():
+                wake = self.state.trip()
+                if wake is not None:  # a token asked for while this call waited
+                    wake()
+        return message
+
     def _may_read(self) -> bool:
+        if self.app_reading:
+            return False
         held = self.held
         if held is None and self.wanted:
             return True
