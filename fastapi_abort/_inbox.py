@@ -1,11 +1,11 @@
 """The server's ``receive``, shared by the app and the watcher.
 
 A disconnect is heard only by somebody waiting in ``receive()``. Most requests never ask for their
-token, and for them nothing reads on their behalf. The first request for the token makes the
-*reader* watch: one task that reads the server's ``receive`` whenever the app is not waiting for a
-message itself, holding at most one message for the app.
-
-Only the reader ever calls the server's ``receive``, the app's reads included, for two reasons:
+token, and for them nothing reads on their behalf: the app calls the server's ``receive`` itself,
+as it would without this middleware, and only a disconnect it reads is noted. The first request
+for the token starts the *reader*: one task that reads the server's ``receive`` whenever the app
+is not waiting for a message itself, holding at most one message for the app. From then on only
+the reader calls the server's ``receive``, the app's reads included, for two reasons:
 
 - Some servers (hypercorn, daphne) hand each message to exactly one caller of ``receive()``: the
   app must get each body message exactly once, and the disconnect on every call after it.
@@ -13,10 +13,10 @@ Only the reader ever calls the server's ``receive``, the app's reads included, f
   such a call with ``http.disconnect`` for a client that is still there, and the app cancels its
   own calls often: Starlette's ``request.is_disconnected()`` is a ``receive()`` in a cancelled
   scope. When the app's call is cancelled, the reader's goes on, and its message is held for the
-  app's next call.
+  app's next call; no token trips falsely. (A request without a token has none to trip; what
+  granian then tells its app is what it tells it without this middleware.)
 
-The reader is started by the first need (the app's first ``receive()``, or the watcher's start) and
-lives until the app returns.
+The reader lives until the app returns.
 """
 
 from __future__ import annotations
