@@ -2,7 +2,8 @@
 
 A disconnect is heard only by somebody waiting in ``receive()``. Most requests never ask for their
 token, and for them nothing reads on their behalf: the app calls the server's ``receive`` itself,
-as it would without this middleware, and only a disconnect it reads is noted. The first request
+as it would without this middleware (but from a scope already cancelled: below), and only a
+disconnect it reads is noted. The first request
 for the token starts the *reader*: one task that reads the server's ``receive`` whenever the app
 is not waiting for a message itself, holding at most one message for the app. From then on only
 the reader calls the server's ``receive``, the app's reads included, for two reasons:
@@ -22,6 +23,7 @@ The reader lives until the app returns.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from contextvars import Context
 from typing import TYPE_CHECKING
@@ -117,7 +119,11 @@ class Inbox:
                 return dict(self.gone)
             if self.failed is not None:
                 raise self.failed
-            if self.state.issued is None and self._reader is None:
+            if (
+                self.state.issued is None
+                and self._reader is None
+                and anyio.current_effective_deadline() != -math.inf
+            ):
                 return await self._read_for_app()
             if not self.wanted:
                 self.wanted = True
@@ -209,8 +215,11 @@ class Inbox:
 
     async def _read_for_app(self) -> Message:
         # A request that has not asked for its token reads the server's receive itself, as it
-        # would without this middleware, cancellations included: there is no token to trip
-        # falsely. (A token asked for meanwhile waits for this call: one caller at a time.)
+        # would without this middleware, unless it calls from a scope already cancelled
+        # (Starlette's is_disconnected() does): that call, which the cancellation would cut
+        # short, goes through the reader, so that granian's false disconnect after it never
+        # reads as a departure.
+        # (A token asked for meanwhile waits for this call: one caller at a time.)
         self.app_reading = True
         try:
             message = await self._server_receive()
