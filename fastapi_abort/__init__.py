@@ -4,6 +4,7 @@ ASP.NET Core's ``HttpContext.RequestAborted`` for FastAPI: a per-request cancell
 the server trips when the client disconnects.
 """
 
+from ._budget import BUDGET_HEADER as BUDGET_HEADER
 from ._config import Options as Options
 from ._dependency import RequestAborted as RequestAborted
 from ._dependency import deadline as deadline
@@ -17,12 +18,16 @@ from ._middleware import RequestAbortedMiddleware as RequestAbortedMiddleware
 from ._reason import CancellationReason as CancellationReason
 from ._registration import CancellationTokenRegistration as CancellationTokenRegistration
 from ._source import CancellationTokenSource as CancellationTokenSource
+from ._stopping import StopOnShutdown as StopOnShutdown
+from ._stopping import stop_on_shutdown as stop_on_shutdown
+from ._stopping import stopping_token as stopping_token
 from ._token import CancellationToken as CancellationToken
 from ._token import OperationCancelled as OperationCancelled
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "BUDGET_HEADER",
     "AbortedRequest",
     "CancellationReason",
     "CancellationToken",
@@ -32,10 +37,13 @@ __all__ = (
     "Options",
     "RequestAborted",
     "RequestAbortedMiddleware",
+    "StopOnShutdown",
     "deadline",
     "get_request_aborted",
     "install",
     "operation_cancelled_handler",
     "preemptive",
     "request_aborted",
+    "stop_on_shutdown",
+    "stopping_token",
 )

@@ -9,6 +9,7 @@ tools that name spans after the ``receive`` and ``send`` they are given (Sentry'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -41,23 +42,50 @@ def send_for(state: RequestState, send: Send) -> Send:
             # awaitable: no coroutine of ours between the app and the server.
             kind = message["type"]
             if kind == "http.response.body":
+                # What was handed to the server, for the abort record (AbortedRequest).
+                # (A body that is not bytes is left for the server to refuse.)
+                state.body_messages += 1
+                body = message.get("body", b"")
+                if body and isinstance(body, (bytes, bytearray)):
+                    if not state.body_bytes:
+                        state.first_byte_at = time.perf_counter()
+                    state.body_bytes += len(body)
                 if (
                     state.response_started
                     and not message.get("more_body", False)
                     and not state.trailers
                 ):
                     state.completed()
+                    return _last_send(state, send, message)
             elif kind == "http.response.start":
                 if message.get("trailers", False):
                     state.trailers = True
+                state.status_sent = message.get("status")
                 state.started()
             else:
                 state.sent_other(message)
+                if state.response_complete:
+                    return _last_send(state, send, message)
             return send(message)
 
     app_send.__name__ = getattr(send, "__name__", "app_send")
     app_send.__qualname__ = getattr(send, "__qualname__", "app_send")
     return app_send
+
+
+def _last_send(state: RequestState, send: Send, message: Message) -> Awaitable[None]:
+    """The server's send of the response's last message.
+
+    If the app waits in ``receive()`` meanwhile (the disconnect listener of Starlette's
+    ``StreamingResponse``), its call gets ``http.disconnect`` as soon as that send returns: every
+    server answers so after a complete response, and the listener then returns before its task
+    group cancels it, as without this middleware (whose reader would bring the server's answer
+    a turn of the loop too late). An app that does not wait, waits for the server itself.
+    """
+    inbox = state.inbox
+    if inbox is None or not inbox.wanted:
+        return send(message)
+    return inbox.answer_after(send(message))
 
 
 def _websocket_send(state: RequestState, send: Send) -> Send:

@@ -1,7 +1,7 @@
 """The options of ``install()`` and the middleware: their one list, defaults and checks.
 
 ``Options`` is what a caller may pass (``install(app, **options)``); ``Config`` is the checked
-result, with the defaults. Both list the same six names: a test keeps them in step.
+result, with the defaults. Both list the same seven names: a test keeps them in step.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ BAD_DELAY = "watcher_delay must be a number of seconds >= 0 (0.001 by default), 
 BAD_DEADLINE = (
     "deadline must be a number of seconds > 0, or None for no deadline (the default), got {value!r}"
 )
+BAD_BUDGET = (
+    "max_budget must be a number of seconds > 0: the most that a caller's x-request-budget-ms "
+    "header may give a request; or None to ignore the header (the default), got {value!r}"
+)
 BAD_HOOK = "on_abort must be a callable taking one AbortedRequest, or None, got {value!r}"
 UNKNOWN_OPTION = "{what} got an unknown option {name!r}; the options are {names}"
 
@@ -49,6 +53,9 @@ class Options(TypedDict, total=False):
     deadline: float | None
     #: Called once per request that its token ended, with an AbortedRequest (None).
     on_abort: Callable[[AbortedRequest], object] | None
+    #: The most seconds a caller's ``x-request-budget-ms`` header may give a request; None
+    #: ignores the header (None).
+    max_budget: float | None
 
 
 def check_deadline(deadline: object) -> float | None:
@@ -78,6 +85,7 @@ class Config:
     watcher_delay: float = 0.001
     deadline: float | None = None
     on_abort: Callable[[AbortedRequest], object] | None = None
+    max_budget: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.status_code, int) or isinstance(self.status_code, bool):
@@ -95,10 +103,14 @@ class Config:
             raise ValueError(BAD_DELAY.format(value=self.watcher_delay))
         if self.on_abort is not None and not callable(self.on_abort):
             raise TypeError(BAD_HOOK.format(value=self.on_abort))
+        if self.max_budget is not None and not is_seconds(self.max_budget, zero=False):
+            raise ValueError(BAD_BUDGET.format(value=self.max_budget))
         # Normalised once, here: the request path reads plain ints and floats.
         object.__setattr__(self, "log_level", level)
         object.__setattr__(self, "watcher_delay", float(self.watcher_delay))
         object.__setattr__(self, "deadline", check_deadline(self.deadline))
+        if self.max_budget is not None:
+            object.__setattr__(self, "max_budget", float(self.max_budget))
 
     @property
     def level(self) -> int:
@@ -118,3 +130,20 @@ class Config:
 
 _NAMES = frozenset(field.name for field in dataclasses.fields(Config))
 _LISTED = ", ".join(field.name for field in dataclasses.fields(Config))
+
+#: The signals whose server handler ``install(app, stopping=True)`` chains onto: what process
+#: managers (SIGTERM) and terminals (SIGINT) send to start a graceful shutdown.
+STOPPING_SIGNALS = ("SIGINT", "SIGTERM")
+BAD_STOPPING = "stopping must be True or False (False by default), got {value!r}"
+NOT_STOPPING = (
+    "stop_on_shutdown and stopping_token need install(app, stopping=True), and this {app} was "
+    "installed without it (or not at all). Pass stopping=True to install() on the outermost app: "
+    "routes of apps mounted inside it find its token."
+)
+#: Logged at WARNING (the signals) at lifespan startup when no server handler can be chained.
+NO_SIGNAL_HOOK = (
+    "install(app, stopping=True): this process has no server handler for %s to chain onto "
+    "(the server handles its signals in another process or thread, or not at all). The "
+    "stopping token trips only at the lifespan shutdown, after the requests have ended. See "
+    "docs/shutdown.md for each server."
+)

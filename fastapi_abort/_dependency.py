@@ -47,7 +47,7 @@ def get_request_aborted(request: HTTPConnection) -> CancellationToken:
 
     :raises RuntimeError: if ``RequestAbortedMiddleware`` did not run for this request.
     """
-    state = _state(request)
+    state = request_state(request)
     token = state.issued
     if token is not None:
         return token
@@ -75,14 +75,18 @@ async def request_aborted(request: HTTPConnection) -> CancellationToken:
     :func:`get_request_aborted`.
     """
     # get_request_aborted() without its thread check: an async dependency runs on the loop.
-    return _state(request).token()
+    return request_state(request).token()
 
 
 #: ``Annotated`` alias: ``async def endpoint(ct: RequestAborted): ...``
 RequestAborted = Annotated[CancellationToken, Depends(request_aborted)]
 
 
-def _state(request: HTTPConnection) -> RequestState:
+def request_state(request: HTTPConnection) -> RequestState:
+    """The state the middleware keeps for ``request``.
+
+    :raises RuntimeError: (:data:`MIDDLEWARE_MISSING`) if the middleware did not run for it.
+    """
     state: RequestState | None = request.scope.get(SCOPE_KEY)
     if state is None:
         raise RuntimeError(MIDDLEWARE_MISSING)
@@ -110,7 +114,7 @@ def deadline(seconds: float | None) -> Callable[[HTTPConnection], Awaitable[None
     checked = check_deadline(seconds)
 
     async def request_deadline(request: HTTPConnection) -> None:
-        _state(request).set_deadline(checked)
+        request_state(request).set_deadline(checked)
 
     return request_deadline
 

@@ -41,9 +41,14 @@ _CLIENT = CancellationReason.CLIENT_DISCONNECTED
 _DEADLINE = CancellationReason.DEADLINE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AbortedRequest:
     """What the ``on_abort`` hook receives, once per request that its token ended.
+
+    The last five fields say what the app had handed to the server when the request ended: for
+    billing and audit of a streamed answer whose client left. They count what went to the
+    server, not what reached the client (a proxy or the kernel may still have held the last
+    bytes); fastapi-abort's own 499 or 504 is not counted.
 
     :ivar method: the HTTP method.
     :ivar path: the path, without the query string (which may hold secrets), with control
@@ -54,15 +59,25 @@ class AbortedRequest:
         work the request was cut short at.
     :ivar reason: :attr:`CancellationReason.CLIENT_DISCONNECTED` or
         :attr:`CancellationReason.DEADLINE`.
+    :ivar response_started: the app's response had started (its status went to the server).
+    :ivar status_sent: the status the app's response started with; None if it had not started.
+    :ivar body_bytes: body bytes of the app's ``http.response.body`` messages (a ``pathsend``
+        or ``zerocopysend`` body is not counted).
+    :ivar body_messages: the app's ``http.response.body`` messages, empty ones included.
+    :ivar first_byte_after: seconds from the request's start to its first body byte; None if
+        no byte was sent.
     """
-
-    __slots__ = ("elapsed", "method", "path", "reason", "status_code")
 
     method: str
     path: str
     status_code: int
     elapsed: float
     reason: CancellationReason
+    response_started: bool = False
+    status_sent: int | None = None
+    body_bytes: int = 0
+    body_messages: int = 0
+    first_byte_after: float | None = None
 
 
 # -- whose ending is it --------------------------------------------------------------------------
@@ -168,17 +183,22 @@ def log_ending(state: RequestState) -> None:
     if state.aborted:
         if not state.websocket:
             config = state.config
-            method, path, elapsed = _request(state)
-            extra = _extra(method, path, config.status_code, elapsed, _CLIENT)
-            line = (method, path, config.status_code, config.message, elapsed)
-            logger.log(config.level, ABORTED_LOG, *line, extra=extra)
-            _call_hook(state, AbortedRequest(method, path, config.status_code, elapsed, _CLIENT))
+            aborted = _record(state, config.status_code, _CLIENT)
+            line = (aborted.method, aborted.path, config.status_code, config.message)
+            logger.log(config.level, ABORTED_LOG, *line, aborted.elapsed, extra=_extra(aborted))
+            _call_hook(state, aborted)
     else:
-        method, path, elapsed = _request(state)
-        extra = _extra(method, path, 504, elapsed, _DEADLINE)
-        logger.warning(DEADLINE_LOG, method, path, state.deadline, elapsed, extra=extra)
+        aborted = _record(state, 504, _DEADLINE)
+        logger.warning(
+            DEADLINE_LOG,
+            aborted.method,
+            aborted.path,
+            state.deadline,
+            aborted.elapsed,
+            extra=_extra(aborted),
+        )
         if not state.websocket:
-            _call_hook(state, AbortedRequest(method, path, 504, elapsed, _DEADLINE))
+            _call_hook(state, aborted)
 
 
 def needs_logging(state: RequestState) -> bool:
@@ -187,22 +207,43 @@ def needs_logging(state: RequestState) -> bool:
     return state.aborted or state.ended_with is _DEADLINE
 
 
-def _request(state: RequestState) -> tuple[str, str, float]:
+def _record(state: RequestState, status: int, reason: CancellationReason) -> AbortedRequest:
     scope = state.scope
     method: str = "WEBSOCKET" if state.websocket else scope.get("method", "")
-    return method, printable(scope.get("path", "")), time.perf_counter() - state.started_at
+    path = printable(scope.get("path", ""))
+    elapsed = time.perf_counter() - state.started_at
+    if state.ended_with is not None:
+        # fastapi-abort answered (only ever before the app's response started): the messages
+        # counted are its own 499 or 504, not the app's.
+        return AbortedRequest(method, path, status, elapsed, reason)
+    first_byte = state.first_byte_at
+    return AbortedRequest(
+        method,
+        path,
+        status,
+        elapsed,
+        reason,
+        response_started=state.response_started,
+        status_sent=state.status_sent,
+        body_bytes=state.body_bytes,
+        body_messages=state.body_messages,
+        first_byte_after=None if first_byte is None else first_byte - state.started_at,
+    )
 
 
-def _extra(
-    method: str, path: str, status: int, elapsed: float, reason: CancellationReason
-) -> dict[str, object]:
-    # The log record's attributes, for structured logging (README: Options, message).
+def _extra(aborted: AbortedRequest) -> dict[str, object]:
+    # The log record's attributes, for structured logging (docs/observability.md).
     return {
-        "http_method": method,
-        "http_path": path,
-        "status_code": status,
-        "elapsed": elapsed,
-        "reason": str(reason),
+        "http_method": aborted.method,
+        "http_path": aborted.path,
+        "status_code": aborted.status_code,
+        "elapsed": aborted.elapsed,
+        "reason": str(aborted.reason),
+        "response_started": aborted.response_started,
+        "status_sent": aborted.status_sent,
+        "body_bytes": aborted.body_bytes,
+        "body_messages": aborted.body_messages,
+        "first_byte_after": aborted.first_byte_after,
     }
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import Context
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,9 @@ logger = logging.getLogger("fastapi_abort")
 
 #: The name of the reader tasks.
 READER_NAME = "fastapi_abort request reader"
+#: How many turns of the event loop the app gets to act on a disconnect it waited for, before
+#: the token's waiters wake (see Inbox._departed).
+_TURNS_FOR_THE_APP = 8
 #: Logged at DEBUG when the server's receive raised (the app's next receive() raises it too).
 READER_FAILED = "The request reader stopped: the server's receive() raised"
 
@@ -180,6 +183,15 @@ class Inbox:
             self._stop_reader()
         # else: the app waits in receive(), and the reader's call goes on for it.
 
+    async def answer_after(self, last_send: Awaitable[None]) -> None:
+        """Await the server's send of the response's last message, then answer the app's
+        ``receive()`` calls that wait with ``http.disconnect``, as the server would: the
+        response is complete (see ``_channels._last_send``). A disconnect already heard stays."""
+        await last_send
+        if self.gone is None:
+            self.gone = {"type": "http.disconnect"}
+            self._arrived()
+
     def close(self) -> None:
         """The app returned: the reader stops, its call of the server's receive with it."""
         self._woken()
@@ -300,9 +312,12 @@ class Inbox:
         self._wake = wake
         self._arrived()
         try:
-            # Twice: trio may run the tasks woken together in either order.
-            await anyio.lowlevel.checkpoint()
-            await anyio.lowlevel.checkpoint()
+            # A few turns of the loop: the disconnect may pass through middleware between the
+            # app and this inbox (a BaseHTTPMiddleware hands it on through a task of its own)
+            # before the response's listener cancels its stream; trio may run the tasks woken
+            # together in either order.
+            for _ in range(_TURNS_FOR_THE_APP):
+                await anyio.lowlevel.checkpoint()
         finally:
             self._woken()
 

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import ClientDisconnect
 
-from ._config import Config, Options
+from ._config import BAD_STOPPING, Config, Options
 from ._dependency import preemptive as preemptive_dependency
 from ._handler import client_disconnect_handler, operation_cancelled_handler
 from ._middleware import RequestAbortedMiddleware
+from ._stopping import install_stopping
 from ._token import OperationCancelled
 
 if sys.version_info >= (3, 11):
@@ -42,7 +43,13 @@ TWICE = (
 )
 
 
-def install(app: Starlette, *, preemptive: bool = False, **options: Unpack[Options]) -> None:
+def install(
+    app: Starlette,
+    *,
+    preemptive: bool = False,
+    stopping: bool = False,
+    **options: Unpack[Options],
+) -> None:
     """Set up fastapi-abort on a FastAPI (or Starlette) app: the middleware and the handler.
 
     The middleware goes right inside Starlette's outermost ``ServerErrorMiddleware``, outside
@@ -55,10 +62,15 @@ def install(app: Starlette, *, preemptive: bool = False, **options: Unpack[Optio
 
     :param preemptive: make every route preemptive (see :func:`preemptive`): cancelled at its
         next ``await`` when the token is cancelled. Cooperative (``False``) by default.
+    :param stopping: give the app a token that trips with reason ``SHUTDOWN`` as soon as the
+        server starts to shut down (see :func:`stopping_token` and :func:`stop_on_shutdown`),
+        chained onto the server's SIGINT and SIGTERM handlers at the lifespan startup. Off
+        (``False``) by default: the app's lifespan and signals are left alone.
     :param options: the middleware's options (:class:`Options`): ``status_code`` (499),
         ``log_level`` (``logging.INFO``), ``message`` (``"Client Closed Request"``),
         ``watcher_delay`` (0.001 s), ``deadline`` (``None``), ``on_abort`` (``None``).
-    :raises TypeError: at once, for an option of the wrong type, or an unknown one.
+    :raises TypeError: at once, for an option of the wrong type, or an unknown one, or a
+        ``stopping`` that is not a bool.
     :raises ValueError: at once, for a value out of range.
     :raises RuntimeError: if the app has already started, ``install`` was already called, or
         ``preemptive=True`` comes after routes were added.
@@ -68,8 +80,11 @@ def install(app: Starlette, *, preemptive: bool = False, **options: Unpack[Optio
         raise RuntimeError(TOO_LATE)
     if OperationCancelled in app.exception_handlers:
         raise RuntimeError(TWICE)
+    if not isinstance(stopping, bool):
+        raise TypeError(BAD_STOPPING.format(value=stopping))
     if preemptive:
         _make_preemptive(app)
+    around = install_stopping(app).around if stopping else _as_is
     build = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
@@ -78,14 +93,18 @@ def install(app: Starlette, *, preemptive: bool = False, **options: Unpack[Optio
             # Inside it, not around it: code that looks for it at the top of the stack
             # (OpenTelemetry's instrument_app, called after install()) finds it there, and
             # what it wraps is still ours.
-            stack.app = RequestAbortedMiddleware(stack.app, **options)
+            stack.app = RequestAbortedMiddleware(around(stack.app), **options)
             return stack
-        return RequestAbortedMiddleware(stack, **options)
+        return RequestAbortedMiddleware(around(stack), **options)
 
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
     app.add_exception_handler(OperationCancelled, operation_cancelled_handler)
     if ClientDisconnect not in app.exception_handlers:
         app.add_exception_handler(ClientDisconnect, client_disconnect_handler)
+
+
+def _as_is(app: ASGIApp) -> ASGIApp:
+    return app
 
 
 def _make_preemptive(app: Starlette) -> None:

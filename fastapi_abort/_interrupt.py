@@ -1,6 +1,7 @@
-"""Interrupting work that has its own cancellation: drivers that cancel a query on the server.
+"""Interrupting work: what a cancelled token raises, and work with a cancellation of its own.
 
-Two shapes, one for each kind of code:
+:func:`cancelled` is what every check of the token raises. Work with its own cancellation
+(drivers that cancel a query on the server) has two shapes, one for each kind of code:
 
 * :func:`run`, for an ``await``: the awaitable runs in a task of its own, which the token
   cancels **once** (edge-triggered, as asyncio's own cancellation is). An anyio cancel scope is
@@ -25,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
+import anyio.from_thread
 
 from ._backend import call_soon_threadsafe, running_asyncio_loop
 from ._wake import on_loop
@@ -40,6 +42,25 @@ CANCEL_FAILED = "Cancel function %r raised; it is not called again for this bloc
 BAD_REPEAT = "cancel_on() needs repeat > 0 seconds, got {repeat!r}"
 #: The longest pause between two calls of a cancel function: the pause doubles from ``repeat``.
 MAX_REPEAT = 1.0
+
+
+def cancelled(token: CancellationToken) -> BaseException:
+    """The exception a check of the cancelled ``token`` raises: :class:`OperationCancelled`.
+
+    Except in a worker thread (``def`` code run by ``anyio.to_thread``) whose host task is being
+    cancelled itself: then that cancellation, as the code would meet it without the token.
+    Starlette cancels the task that iterates a ``def`` generator when the client of its
+    ``StreamingResponse`` leaves, and the thread's ``OperationCancelled`` would escape the
+    response in place of it: the inner middleware would see an error, and the response's
+    background task would not run. (A thread of a host that nothing cancels, a ``def``
+    endpoint's, gets ``OperationCancelled``; so does a thread of another kind.)
+    """
+    from ._token import OperationCancelled
+
+    if threading.current_thread() is not threading.main_thread():
+        with contextlib.suppress(RuntimeError):  # raised outside an anyio worker thread
+            anyio.from_thread.check_cancelled()  # raises the host's cancellation, if any
+    return OperationCancelled(token)
 
 
 async def run(token: CancellationToken, awaitable: Awaitable[T]) -> T:

@@ -120,6 +120,19 @@ def cancel_after(token: CancellationToken, delay: float) -> None:
         timer()  # replaced, cancelled or closed meanwhile
 
 
+def time_remaining(token: CancellationToken) -> float | None:
+    """Seconds until the nearest deadline of ``token`` and the tokens it is linked to."""
+    if token._reason is not NOT_CANCELLED:
+        return 0.0
+    deadline, parents = token._deadline, token._parents  # (read once, as in the token)
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    for parent in parents:
+        inherited = time_remaining(parent)
+        if inherited is not None and (remaining is None or inherited < remaining):
+            remaining = inherited
+    return remaining
+
+
 def close(token: CancellationToken) -> None:
     """CancellationTokenSource.close(), for the token: if it was not cancelled, it never will
     be. Idempotent, and cheap when repeated."""

@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._budget import budget_of
 from ._config import Config, check_deadline
 from ._inbox import Inbox
 from ._reason import CancellationReason
+from ._source import CancellationTokenSource
 from ._token import CancellationToken
 
 if TYPE_CHECKING:
@@ -44,9 +46,13 @@ class RequestState:
 
     __slots__ = (
         "aborted",
+        "body_bytes",
+        "body_messages",
+        "budget",
         "config",
         "ended_with",
         "finished",
+        "first_byte_at",
         "inbox",
         "issued",
         "own_deadline",
@@ -56,6 +62,8 @@ class RequestState:
         "send_error",
         "server_receive",
         "started_at",
+        "status_sent",
+        "stopping_link",
         "trailers",
         "websocket",
     )
@@ -82,6 +90,14 @@ class RequestState:
         self.response_complete = False
         #: The start asked for trailers: the response completes with its last trailers.
         self.trailers = False
+        #: The status of the response's start, once it went to the server; None before.
+        self.status_sent: int | None = None
+        #: The ``http.response.body`` messages that went to the server, and their body bytes
+        #: (``pathsend`` and ``zerocopysend`` bodies are not counted). Never decrease.
+        self.body_messages = 0
+        self.body_bytes = 0
+        #: time.perf_counter() when the first body byte went to the server; None before.
+        self.first_byte_at: float | None = None
         #: The client left before the response was complete. Never reset; the token, if
         #: any, is cancelled with CLIENT_DISCONNECTED at the same moment.
         self.aborted = False
@@ -89,10 +105,20 @@ class RequestState:
         self.finished = False
         #: A deadline of the request's own (set_deadline()), or INHERIT.
         self.own_deadline: float | _Inherit | None = INHERIT
+        #: Seconds the caller's budget header gave the request (install(max_budget=...)), or
+        #: None. Never changed: it caps every deadline the request has (see deadline).
+        self.budget = (
+            None
+            if websocket or config.max_budget is None
+            else budget_of(scope["headers"], config.max_budget)
+        )
         #: How the request was answered, when fastapi-abort answered it (see _endings).
         self.ended_with: CancellationReason | None = None
         #: What the server's send raised on a WebSocket whose peer left (see _endings).
         self.send_error: OSError | None = None
+        #: The token linked with the app's stopping token (stop_on_shutdown), once asked for;
+        #: closed when the app returns, so that nothing stays registered on the app's token.
+        self.stopping_link: CancellationTokenSource | None = None
 
     # -- the token -----------------------------------------------------------------------------
 
@@ -127,12 +153,16 @@ class RequestState:
     def deadline(self) -> float | None:
         """Seconds from ``started_at`` to the request's deadline, or None.
 
-        A WebSocket connection has only a deadline of its own: the app's is for requests.
+        Its own deadline (set_deadline()), else the app's; a WebSocket connection has only a
+        deadline of its own. The caller's budget, if any, caps either: the caller waits no
+        longer, whatever the route says.
         """
         own = self.own_deadline
-        if own is not INHERIT:
-            return own
-        return None if self.websocket else self.config.deadline
+        deadline = (None if self.websocket else self.config.deadline) if own is INHERIT else own
+        budget = self.budget
+        if budget is not None and (deadline is None or budget < deadline):
+            return budget
+        return deadline
 
     def remaining(self) -> float:
         """Seconds left until the deadline (0 once it passed; inf without one)."""
@@ -235,5 +265,9 @@ class RequestState:
             # took its token would be left to the cyclic garbage collector (docs/benchmarks.md).
             self.inbox = None
             inbox.close()
+        link = self.stopping_link
+        if link is not None:
+            self.stopping_link = None
+            link.close()
         if self.issued is not None:
             self.issued._close()

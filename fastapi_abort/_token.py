@@ -40,6 +40,10 @@ class OperationCancelled(Exception):
     :ivar reason: that token's :attr:`CancellationToken.reason` when this was raised.
     """
 
+    # Named where users import it from, in tracebacks, in an OpenTelemetry span's error.type
+    # and in Sentry's grouping: fastapi_abort.OperationCancelled, not this private module.
+    __module__ = "fastapi_abort"
+
     def __init__(self, token: CancellationToken, message: str | None = None) -> None:
         self.token = token
         self.reason = token.reason
@@ -138,17 +142,32 @@ class CancellationToken:
         reason = self._reason
         return None if reason is NOT_CANCELLED else reason
 
+    def time_remaining(self) -> float | None:
+        """Seconds left until the token's deadline, or ``None`` if it has none (as gRPC's
+        ``time_remaining()``).
+
+        The nearest deadline counts: the token's own (a request's deadline, a source's
+        ``cancel_after()``) or that of any token it is linked to. ``0.0`` once the deadline has
+        passed, and for a token cancelled for any reason; ``None`` for a closed token. What
+        :class:`~fastapi_abort.httpx.TokenTransport` sends on as the next service's budget.
+        """
+        return _lifecycle.time_remaining(self)
+
     def throw_if_cancellation_requested(self) -> None:
         """Raise :class:`OperationCancelled` if cancellation has been requested; else do nothing.
 
         The check to put at the top of each round of a loop, in ``async`` and ``def`` code alike.
+        In a worker thread whose host task is itself being cancelled (Starlette stopping the
+        stream of a ``def`` generator whose client left), it raises that cancellation instead,
+        as the code would meet it without the token: the response still ends as it would, its
+        background task included.
         """
         # is_cancellation_requested, with its common case (not cancelled, no deadline, no
         # parents) answered here: this runs in tight loops.
         if self._reason is not NOT_CANCELLED or (
             (self._deadline is not None or self._parents) and self.is_cancellation_requested
         ):
-            raise OperationCancelled(self)
+            raise _interrupt.cancelled(self)
 
     # -- callbacks -----------------------------------------------------------------------------
 
@@ -351,11 +370,12 @@ class CancellationToken:
         The ``time.sleep()`` replacement in synchronous loops that run in a worker thread.
 
         :raises OperationCancelled: at once if the token is already cancelled, otherwise as soon
-            as it is cancelled during the sleep.
+            as it is cancelled during the sleep; or the host task's cancellation, as
+            :meth:`throw_if_cancellation_requested` says.
         """
         _check_seconds("sleep_blocking", seconds)
         if self.wait_blocking(seconds):
-            raise OperationCancelled(self)
+            raise _interrupt.cancelled(self)
 
     # -- changed by the source and by a request's state: the bodies are _lifecycle's ---------
 

@@ -8,10 +8,13 @@ wherever: a body handed on to a ``StreamingResponse`` included), is cancelled wi
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import AsyncIterator
 
 import anyio
 
+from ._budget import BUDGET_HEADER, budget_of, budget_value
 from ._token import CancellationToken, OperationCancelled
 
 HTTPX_MISSING = (
@@ -59,13 +62,33 @@ class TokenTransport(httpx.AsyncBaseTransport):
 
     For ``async`` code only (an :class:`httpx.AsyncClient`), on asyncio or trio. Other
     cancellations (a timeout, a cancelled task group) pass through untouched.
+
+    A token with a deadline (:meth:`~fastapi_abort.CancellationToken.time_remaining`) sends
+    what is left of it as the ``x-request-budget-ms`` header, in whole milliseconds rounded
+    down, so that a service behind ``install(app, max_budget=...)`` stops when this caller
+    stops waiting. A budget already in the request's headers is kept if it is smaller.
+    ``send_budget=False`` sends none (say, to a third party's API). The downstream's clock
+    starts when the request reaches it, so its deadline falls about one request's time on the
+    wire after this token's, less the rounding (under a millisecond): a 504 that comes once the
+    budget sent has run out therefore means this token's deadline is a millisecond away at
+    most. The transport waits for it and raises :class:`~fastapi_abort.OperationCancelled`
+    with reason ``DEADLINE``, so that every service of a chain ends by its own deadline, never
+    by the next one's error.
     """
 
-    def __init__(self, token: CancellationToken, transport: httpx.AsyncBaseTransport) -> None:
+    def __init__(
+        self,
+        token: CancellationToken,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        send_budget: bool = True,
+    ) -> None:
         #: The token that cancels this transport's requests.
         self.token = token
         #: The transport that sends the requests; left open by :meth:`aclose`.
         self.transport = transport
+        #: Whether each request carries the token's remaining deadline as its budget header.
+        self.send_budget = send_budget
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the wrapped transport, cancelled when the token trips.
@@ -77,14 +100,59 @@ class TokenTransport(httpx.AsyncBaseTransport):
         if not token.can_be_cancelled:
             return await self.transport.handle_async_request(request)
         token.throw_if_cancellation_requested()
+        budget = _add_budget(request, token.time_remaining()) if self.send_budget else None
+        sent_at = time.monotonic()
         with token.scope():
             response = await self.transport.handle_async_request(request)
+            if (
+                response.status_code == 504
+                and budget is not None
+                and time.monotonic() - sent_at >= budget
+            ):
+                await _outlast(token, response)
         # The body is read later, by the client or by whoever iterates it: bind it as well.
         response.stream = _CancellableStream(token, response.stream)
         return response
 
     async def aclose(self) -> None:
         """Do nothing: the wrapped transport is shared, and closed by its owner."""
+
+
+def _add_budget(request: httpx.Request, remaining: float | None) -> float | None:
+    """Give ``request`` the budget of ``remaining`` seconds, unless it carries a smaller one;
+    the seconds the budget it carries now gives, or None without one."""
+    headers = request.headers
+    given = budget_of(
+        ((BUDGET_HEADER.encode(), value.encode()) for value in headers.get_list(BUDGET_HEADER)),
+        math.inf,
+    )
+    if remaining is None or (given is not None and given <= remaining):
+        return given
+    value = headers[BUDGET_HEADER] = budget_value(remaining)
+    return int(value) / 1000
+
+
+async def _outlast(token: CancellationToken, response: httpx.Response) -> None:
+    """The downstream's 504 came once the budget sent ran out: wait, in the token's scope, for
+    the token's own deadline, at most the budget's rounding away. A deadline removed or put off
+    meanwhile (a route's ``set_deadline()``) leaves the 504 to the caller."""
+    remaining = token.time_remaining()
+    if remaining is None or remaining > _OUTLAST:
+        return
+    try:
+        # The token's timer, due first on the same loop, cancels the scope this sleep runs in;
+        # the 2 ms are room for a loop clock that counts whole milliseconds (uvloop).
+        await anyio.sleep(remaining + 0.002)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
+        raise
+
+
+#: The longest wait for the token's own deadline after the downstream's 504 (seconds): the
+#: budget's rounding (1 ms), with room; a deadline further away was put off after the budget
+#: was sent.
+_OUTLAST = 0.01
 
 
 class _CancellableStream(httpx.AsyncByteStream):
