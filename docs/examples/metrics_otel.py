@@ -16,6 +16,11 @@ aborted_after = meter.create_histogram(
     unit="s",
     description="Seconds of work that aborted requests were cut short at.",
 )
+delivered = meter.create_counter(
+    "http.server.aborted_body_size",
+    unit="By",
+    description="Body bytes handed to the server for aborted requests: what was delivered.",
+)
 
 
 def record(aborted: AbortedRequest) -> None:
@@ -23,9 +28,11 @@ def record(aborted: AbortedRequest) -> None:
         "http.request.method": aborted.method,
         "http.response.status_code": aborted.status_code,
         "fastapi_abort.reason": str(aborted.reason),
+        "fastapi_abort.response_started": str(aborted.response_started).lower(),
     }
     aborted_requests.add(1, attributes)
     aborted_after.record(aborted.elapsed, attributes)
+    delivered.add(aborted.body_bytes, attributes)
 
 
 app = FastAPI()

@@ -16,6 +16,12 @@ CUT_SHORT = Histogram(
     ["route"],
     registry=registry,
 )
+DELIVERED = Counter(
+    "http_response_aborted_body_bytes",
+    "Body bytes handed to the server for requests whose client then left: what was delivered.",
+    ["route"],
+    registry=registry,
+)
 
 
 def count(aborted: AbortedRequest) -> None:
@@ -24,6 +30,7 @@ def count(aborted: AbortedRequest) -> None:
     route = "/" + aborted.path.lstrip("/").split("/", 1)[0]
     ABORTED.labels(aborted.method, route, str(aborted.status_code)).inc()
     CUT_SHORT.labels(route).observe(aborted.elapsed)
+    DELIVERED.labels(route).inc(aborted.body_bytes)
 
 
 app = FastAPI()
