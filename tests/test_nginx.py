@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from tests import ROOT
 from tests.proxy.nginx import (
     COLUMNS,
     NGINX_MISSING,
@@ -41,13 +42,12 @@ from tests.proxy.nginx import (
 )
 from tests.proxy.upstream import Upstream, serving
 from tests.raw_http import leave, new_id, read_responses, read_until, request_bytes
+from tests.support import missing
 
 pytestmark = pytest.mark.server
 
-ROOT = Path(__file__).resolve().parent.parent
 MATRIX_DIR_VARIABLE = "ABORT_MATRIX_DIR"
 DEFAULT_MATRIX_DIR = ROOT / "build" / "matrix"
-NGINX_REQUIRED_IN_CI = "{reason}, and CI=true: the nginx tests must run in CI"
 
 #: A body large enough that uvicorn stops reading it part way (its high-water mark is 64 KiB).
 LARGE_BODY = bytes(range(256)) * 4096
@@ -95,9 +95,7 @@ class Matrix:
 def require_nginx() -> None:
     if nginx_installed():
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail(NGINX_REQUIRED_IN_CI.format(reason=NGINX_MISSING))
-    pytest.skip(NGINX_MISSING)
+    missing(NGINX_MISSING, "the nginx tests")
 
 
 @pytest.fixture(scope="module")

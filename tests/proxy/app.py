@@ -32,6 +32,8 @@ from tests import recording
 from tests.recording import Recorder, running, sse
 
 CONNECTION_EVENTS = ("made", "lost")
+#: The scope key with the port of the upstream connection a request came on.
+PEER_PORT = "tests.peer_port"
 #: How long an endpoint that holds waits at most, for its token or its release.
 HOLD_SECONDS = 30.0
 
@@ -76,6 +78,13 @@ class TrackedProtocol(HttpToolsProtocol):
             connections[port] = Connection()
             connections[port].events["made"].set()
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # The proxy's own port, before uvicorn's proxy headers make the client the proxy's
+        # client (Caddy sends X-Forwarded-For, and uvicorn trusts 127.0.0.1).
+        if self.client is not None:
+            self.scope[PEER_PORT] = self.client[1]  # type: ignore[literal-required]
+
     def connection_lost(self, exc: Exception | None) -> None:
         client = self.client
         super().connection_lost(exc)
@@ -90,8 +99,7 @@ recorder.serve_await(app)
 
 def _watch(rid: str, request: Request, ct: CancellationToken) -> Record:
     rec = recorder.watch(rid, ct)
-    if request.client is not None:
-        rec.upstream_port = request.client.port
+    rec.upstream_port = request.scope.get(PEER_PORT)
     rec.http_version = request.scope["http_version"]
     rec.headers = dict(request.headers)
     return rec

@@ -7,7 +7,7 @@ documentation) and the setting that makes it trip, or why none can.
 
 from __future__ import annotations
 
-from tests.matrix.expected import COMPLETE, TRIPS, Expected
+from tests.matrix.expected import COMPLETE, H2_ONLY, TRIPS, Expected
 from tests.proxy.fronts import COLUMNS
 
 SCENARIOS = (
@@ -17,6 +17,7 @@ SCENARIOS = (
     "upload_then_leave",
     "keepalive_complete",
     "proxy_timeout",
+    "rst_stream",
 )
 
 HAPROXY_WAITS = Expected(
@@ -72,7 +73,10 @@ VARNISH_FETCHES = Expected(
 _DEFAULTS: dict[str, Expected] = {
     **dict.fromkeys(SCENARIOS, TRIPS),
     "keepalive_complete": COMPLETE,
+    "rst_stream": H2_ONLY,
 }
+#: An HTTP/2 column: every row applies, and a reset stream trips its own token only.
+_HTTP2 = {"rst_stream": TRIPS}
 _HAPROXY = {"close_before_response": HAPROXY_WAITS, "rst": HAPROXY_WAITS}
 _HAPROXY |= {"upload_then_leave": HAPROXY_WAITS}
 _APACHE = dict.fromkeys(("close_before_response", "rst", "upload_then_leave"), APACHE_WAITS)
@@ -90,5 +94,15 @@ _OVERRIDES: dict[str, dict[str, Expected]] = {
 }
 
 EXPECTED: dict[str, dict[str, Expected]] = {
-    column.name: {**_DEFAULTS, **_OVERRIDES.get(column.name, {})} for column in COLUMNS
+    column.name: {
+        **_DEFAULTS,
+        **(_HTTP2 if column.http2 else {}),
+        **_OVERRIDES.get(column.name, {}),
+    }
+    for column in COLUMNS
 }
+
+
+def measured(column: str) -> list[str]:
+    """The rows measured in ``column`` (all but its ``n/a`` cells), in row order."""
+    return [scenario for scenario in SCENARIOS if EXPECTED[column][scenario].outcome != "n/a"]

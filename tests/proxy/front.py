@@ -15,14 +15,19 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from tests.matrix.clients import H2Client
+from tests.proxy.tls import Certificate
+from tests.raw_http import HOST
 
 LINE_MISSING = "{proxy} logged no line containing {text!r} within {timeout} s; it logged:\n{lines}"
 PROXY_DIED = "{proxy} exited with code {code} at start; its output:\n{output}"
@@ -49,6 +54,14 @@ class Column:
     settings: tuple[str, ...]
     #: The proxy's own timeout for the upstream's response, in seconds (its timeout row).
     timeout: float = 3.0
+    #: TLS with a self-signed certificate and HTTP/2 to the client (ALPN ``h2``), HTTP/1.1 to
+    #: the upstream, as browsers reach a site: the HTTP/2 rows apply.
+    http2: bool = False
+
+    @property
+    def protocol(self) -> str:
+        """The client's protocol in the access line's request line, in the common shape."""
+        return "HTTP/2.0" if self.http2 else "HTTP/1.1"
 
 
 class LogFeed:
@@ -94,14 +107,17 @@ class LogFeed:
         with self._changed:
             return [line for line in self._lines if text in line]
 
-    def wait_for(self, text: str, timeout: float = LOG_TIMEOUT) -> str:
-        """The first line containing ``text``, once the proxy sent it.
+    def wait_for(
+        self, text: str, timeout: float = LOG_TIMEOUT, where: Callable[[str], bool] | None = None
+    ) -> str:
+        """The first line containing ``text`` (and accepted by ``where``), once the proxy sent it.
 
         :raises AssertionError: if none came within ``timeout`` seconds.
         """
 
         def found() -> str | None:
-            return next((line for line in self._lines if text in line), None)
+            lines = (line for line in self._lines if text in line)
+            return next((line for line in lines if where is None or where(line)), None)
 
         with self._changed:
             line = self._changed.wait_for(found, timeout)
@@ -129,20 +145,34 @@ class Front:
     directory: Path
     feed: LogFeed
     process: subprocess.Popen[bytes]
+    #: The certificate the proxy serves, for an HTTP/2 column.
+    certificate: Certificate | None = None
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=20)
 
+    def h2(self) -> H2Client:
+        """A new HTTP/2 connection over TLS to the proxy (an HTTP/2 column)."""
+        assert self.certificate is not None, self.column
+        return H2Client(self.port, tls=self.certificate.client_context())
+
     def access(self, path: str, method: str = "GET") -> tuple[int, str]:
         """The status and the whole access line of the request to ``path``, once logged."""
-        line = self.feed.wait_for(f'"{method} {path} HTTP/1.1"')
+        request = f'"{method} {path} {self.column.protocol}"'
+        line = self.feed.wait_for(request, where=lambda line: STATUS.search(line) is not None)
         match = STATUS.search(line)
         assert match is not None, line
         return (-1 if match.group(1) == "-" else int(match.group(1))), line
 
 
-def _probe(port: int, process: subprocess.Popen[bytes], output: Callable[[], str]) -> None:
-    """One request through the proxy to the upstream's /ping, within :data:`START_TIMEOUT`.
+def probe(
+    port: int,
+    process: subprocess.Popen[bytes],
+    output: Callable[[], str],
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """One request through the proxy to the upstream's /ping, within :data:`START_TIMEOUT`
+    (HTTP/1.1, over TLS when given ``tls``).
 
     A refused connection (the proxy has not bound yet) or a 5xx (it has not reached the
     upstream yet) is tried again within the bound; each try waits on the socket, never a sleep.
@@ -156,12 +186,13 @@ def _probe(port: int, process: subprocess.Popen[bytes], output: Callable[[], str
                 PROXY_DIED.format(proxy=proxy, code=process.returncode, output=output())
             )
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as probe:
+            plain = socket.create_connection(("127.0.0.1", port), timeout=2)
+            with plain if tls is None else tls.wrap_socket(plain, server_hostname=HOST) as probe:
                 probe.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 data = b""
                 while chunk := probe.recv(65536):
                     data += chunk
-        except (ConnectionRefusedError, ConnectionResetError, TimeoutError):
+        except (ConnectionRefusedError, ConnectionResetError, TimeoutError, ssl.SSLEOFError):
             # Not listening yet (a refusal is immediate), or not through to the upstream yet.
             continue
         if data.startswith(b"HTTP/1.1 200 "):
@@ -194,7 +225,8 @@ def run(
     *,
     follow_stderr: bool = False,
     pass_fds: Sequence[int] = (),
-    env: dict[str, Path] | None = None,
+    env: Mapping[str, str | Path] | None = None,
+    certificate: Certificate | None = None,
 ) -> Iterator[Front]:
     """Run ``argv`` (a proxy in the foreground, configured to listen on ``port``) until exit.
 
@@ -219,8 +251,9 @@ def run(
         return "\n".join(feed.lines()) + log.read_text(errors="replace")
 
     try:
-        _probe(port, process, output)
-        yield Front(column, port, directory, feed, process)
+        tls = None if certificate is None else certificate.client_context(("http/1.1",))
+        probe(port, process, output, tls)
+        yield Front(column, port, directory, feed, process, certificate)
     finally:
         stop(process)
         feed.close()

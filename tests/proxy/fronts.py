@@ -1,7 +1,8 @@
 """Every proxy of the "Behind a proxy" table, its columns, and where their cells are recorded.
 
-Each proxy module (HAProxy, Apache httpd, Caddy, Varnish) has ``BINARY``, ``PACKAGE``,
-``COLUMNS``, ``installed()``, ``version()`` and ``running(column, upstream_port, directory)``.
+Each proxy module (nginx's HTTP/2 front, HAProxy, Apache httpd, Caddy, Varnish) has ``BINARY``,
+``PACKAGE``, ``COLUMNS``, ``installed()``, ``version()`` and ``running(column, upstream_port,
+directory)``.
 Each cell appends one JSON line (the format of :mod:`tests.matrix.records`) to
 ``$ABORT_PROXY_DIR/<column>.jsonl``, ``build/proxies/`` by default: a directory of its own, so
 that these columns stay out of the server matrix's table.
@@ -13,11 +14,13 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from tests.matrix.records import ROOT
-from tests.proxy import apache, caddy, haproxy, varnish
+from tests import ROOT
+from tests.proxy import apache, caddy, haproxy, nginx_h2, varnish
 from tests.proxy.front import Column
 
 PROXIES: dict[str, ModuleType] = {
+    # nginx's HTTP/1.1 columns are tests/test_nginx.py's; its HTTP/2 one is here.
+    "nginx": nginx_h2,
     "haproxy": haproxy,
     "apache": apache,
     "caddy": caddy,

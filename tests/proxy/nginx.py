@@ -20,13 +20,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.proxy.front import LogFeed
 from tests.serve import listening
 
 #: Where Debian's package puts it (``apt-get install nginx``).
@@ -36,10 +36,6 @@ NGINX_MISSING = (
     "(apt-get install nginx)"
 )
 NGINX_DIED = "nginx exited with code {code} at start; its error log:\n{log}"
-LINE_MISSING = "nginx logged no line containing {text!r} within {timeout} s; it logged:\n{lines}"
-
-#: What a test's client may wait for at most, for one log line.
-LOG_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,8 @@ http {{
     }}
 
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen_options};
+{server}
         location / {{
 {location}
         }}
@@ -129,17 +126,38 @@ def config_text(
         location.append("proxy_buffering off;")
     if not settings.request_buffering:
         location.append("proxy_request_buffering off;")
+    return render(directory, port, syslog_port, LOG_FORMAT, upstream, location)
+
+
+def render(
+    directory: Path,
+    port: int,
+    syslog_port: int,
+    log_format: str,
+    upstream: list[str],
+    location: list[str],
+    listen_options: str = "",
+    server: tuple[str, ...] = (),
+) -> str:
+    """:data:`CONFIG` with these lines in its ``upstream``, ``server`` and ``location`` blocks."""
     return CONFIG.format(
         # As root, nginx switches its workers to "nobody" unless told otherwise; as anyone else
         # the directive would only earn a warning.
         user="user root;" if os.geteuid() == 0 else "",
         dir=directory,
         syslog_port=syslog_port,
-        log_format=LOG_FORMAT,
+        log_format=log_format,
         upstream="\n".join(" " * 8 + line for line in upstream),
         port=port,
+        listen_options=listen_options,
+        server="\n".join(" " * 8 + line for line in server),
         location="\n".join(" " * 12 + line for line in location),
     )
+
+
+def shape(datagram: str) -> str:
+    """``<190>Nov 21 21:30:00 nginx: `` and then the line as the file has it: the line."""
+    return datagram.split(" nginx: ", 1)[-1]
 
 
 def nginx_version() -> str:
@@ -152,62 +170,6 @@ def nginx_version() -> str:
 
 def nginx_installed() -> bool:
     return shutil.which(NGINX_BINARY) is not None
-
-
-class LogFeed:
-    """The lines nginx sends to its syslog destination, received on a thread as they come."""
-
-    def __init__(self) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port: int = self._socket.getsockname()[1]
-        self._lines: list[str] = []
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._receive, name="nginx syslog", daemon=True)
-        self._thread.start()
-
-    def _receive(self) -> None:
-        while True:
-            data = self._socket.recv(65536)
-            if not data:
-                # The empty datagram close() sends: every line nginx sent came before it.
-                return
-            # "<190>Nov 21 21:30:00 nginx: " and then the line as the file has it.
-            line = data.decode("utf-8", "replace").split(" nginx: ", 1)[-1]
-            with self._changed:
-                self._lines.append(line)
-                self._changed.notify_all()
-
-    def lines(self, text: str = "") -> list[str]:
-        with self._changed:
-            return [line for line in self._lines if text in line]
-
-    def wait_for(
-        self, text: str, timeout: float = LOG_TIMEOUT, where: Callable[[str], bool] | None = None
-    ) -> str:
-        """The first line containing ``text`` (and accepted by ``where``), once nginx sent it.
-
-        :raises AssertionError: if none came within ``timeout`` seconds.
-        """
-
-        def found() -> str | None:
-            for line in self._lines:
-                if text in line and (where is None or where(line)):
-                    return line
-            return None
-
-        with self._changed:
-            line = self._changed.wait_for(found, timeout)
-            if line is None:
-                lines = "\n".join(self._lines)
-                raise AssertionError(LINE_MISSING.format(text=text, timeout=timeout, lines=lines))
-            return line
-
-    def close(self) -> None:
-        """Stop once every line sent so far is received (call once nginx has exited)."""
-        self._socket.sendto(b"", ("127.0.0.1", self.port))
-        self._thread.join(timeout=10)
-        self._socket.close()
 
 
 @dataclass
@@ -275,7 +237,7 @@ def run_nginx(upstream_port: int, settings: Settings, directory: Path) -> Iterat
     config, pid file, logs and temporary files in ``directory``."""
     listener = listening()
     port = listener.getsockname()[1]
-    feed = LogFeed()
+    feed = LogFeed("nginx", shape)
     conf = directory / "nginx.conf"
     conf.write_text(config_text(settings, directory, port, upstream_port, feed.port))
     error_log = directory / "error.log"

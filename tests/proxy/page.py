@@ -26,6 +26,7 @@ TITLES = {
     "upload_then_leave": "Upload read whole, then the client leaves",
     "keepalive_complete": "Completed responses on a kept-alive connection",
     "proxy_timeout": "The proxy's own timeout for the response (3 s)",
+    "rst_stream": "HTTP/2: one of two streams reset (RST_STREAM), its sibling completes",
 }
 
 INTRO = f"""\
@@ -38,7 +39,16 @@ client goes. Each column is one proxy configuration, Debian's package started by
 result below (`tests/proxy/expected.py`), and the words of this table are checked against it.
 Delays as in the matrix above, from the client's `close()`; in the timeout row, from the moment
 the client read the proxy's error response (negative: the app heard it first). A cell that does
-not trip within 1.5 s is released by the test, so that it ends. nginx has its own section above.
+not trip within 1.5 s is released by the test, so that it ends. nginx's HTTP/1.1 columns have
+their own section above.
+
+The `-h2` columns are HTTP/2 front ends, as browsers reach a site: the proxy terminates TLS (a
+self-signed certificate the test makes), speaks HTTP/2 to the client (the `h2` package, offered
+by ALPN) and HTTP/1.1 to uvicorn. Their client leaves by closing (or resetting) its TCP
+connection; the last row is what a browser does when one tab of several on one connection
+closes: it sends RST_STREAM for that stream and keeps the connection. The row trips only if the
+reset stream's token trips and the sibling stream, held meanwhile on the same connection,
+completes without tripping, its upstream connection still open (n/a: HTTP/2 only).
 
 Regenerate it: `python -m pytest tests/test_proxies.py` records every cell under
 `$ABORT_PROXY_DIR` (`build/proxies/` by default), then `python -m tests.proxy.page` rewrites this
@@ -49,10 +59,12 @@ section (after `python -m tests.matrix.page`, which rewrites the whole page).
 ADVICE = [
     "What to use, from the table:",
     "",
-    "* **nginx**: its defaults (see its section above).",
+    "* **nginx**: its defaults (see its section above); as an HTTP/2 front end too, where a "
+    "stream the client resets closes that request's upstream connection, and only it.",
     "* **HAProxy**: `option abortonclose` (in `defaults` or the backend); without it a client "
     "that leaves before the response is not heard.",
-    "* **Caddy**: `reverse_proxy` as it is; do not set `flush_interval -1` (Caddy then "
+    "* **Caddy**: `reverse_proxy` as it is, over HTTP/1.1 or HTTP/2 (a reset stream cancels "
+    "its own upstream request only); do not set `flush_interval -1` (Caddy then "
     "deliberately ignores a client that leaves), SSE is flushed at once anyway.",
     "* **Apache httpd**: no setting makes mod_proxy_http tell the app before the response "
     "starts; streaming responses are heard at their next write.",
@@ -79,6 +91,8 @@ def _limitations() -> list[Expected]:
 
 
 def _cell(expected: Expected, record: Record | None, footnotes: list[Expected]) -> str:
+    if expected.outcome == "n/a":
+        return "n/a"
     if record is None:
         return "not run"
     if record["trips"] != expected.trips:
@@ -189,7 +203,9 @@ def section(results: dict[str, dict[str, Record]]) -> str:
         "for a request whose client left first; Apache's `conn=X` means the connection was "
         "aborted before the response completed; Caddy logs status `0` for a request its client "
         "left before any response; Varnish logs status `-` for a piped request (it does not "
-        "parse the response), and `handling` is `pass` or `pipe`.",
+        "parse the response), and `handling` is `pass` or `pipe`. nginx-h2 logs a reset stream as "
+        "499 with `[info] client canceled stream N while sending request to upstream`; Caddy "
+        "logs status `0` for it, with no error line.",
         "",
         "### What the proxy logged, per cell",
         "",
