@@ -1,4 +1,4 @@
-"""The app the hostile-input tests run under real servers (``tests.test_hostile``).
+"""The app the hostile-input tests run under real servers (``tests.servers.test_hostile``).
 
 Every request carries an id; the app records per id what its token did and what the endpoint
 saw, and serves ``/await/{rid}/{what}`` (:mod:`tests.recording`).

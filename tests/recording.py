@@ -6,8 +6,8 @@ own), and serves ``/await/{rid}/{what}``: a wait on the server side, bounded, un
 ``what`` of request ``rid`` happened, answered with the record. Tests wait through it instead of
 sleeping.
 
-Records are touched on the event loop only (a worker thread goes through ``anyio.from_thread``),
-so they need no lock; their events are made there too, as ``anyio.Event`` must be.
+Records are touched on the event loop only (a worker thread goes through :func:`on_loop`), so
+they need no lock; their events are made there too, as ``anyio.Event`` must be.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from fastapi import FastAPI
 
 from fastapi_abort import CancellationToken
@@ -127,6 +129,21 @@ class _KeepQuietLine(logging.Handler):
         if rec is not None:
             rec.log_lines.append(log.getMessage())
             rec.events["logged"].set()
+
+
+def on_loop(fn: Callable[..., object], *args: object) -> None:
+    """Call ``fn(*args)`` on the event loop, from a worker thread or from the loop's own thread.
+
+    ``def`` code runs in a worker thread, except the ``finally`` of a ``def`` generator that
+    Starlette stopped between two chunks: Starlette never resumes it, and Python closes it when
+    it is collected, on the event loop's thread, where ``anyio.from_thread`` has no loop to call.
+    """
+    try:
+        anyio.lowlevel.current_token()
+    except RuntimeError:  # no event loop in this thread: a worker thread
+        anyio.from_thread.run_sync(fn, *args)
+    else:
+        fn(*args)
 
 
 @contextmanager

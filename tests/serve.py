@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from tests import ROOT
+
 UVICORN = {"uvicorn-h11": ("h11", "asyncio"), "uvicorn-httptools": ("httptools", "uvloop")}
 HYPERCORN = ("hypercorn-asyncio", "hypercorn-trio")
 KINDS = (*UVICORN, *HYPERCORN)
@@ -41,7 +43,6 @@ GRANIAN = "granian"
 GRANIAN_READY = "Started worker-1"
 GRANIAN_NOT_READY = "granian did not start listening within {timeout} s; its output:\n{output}"
 
-ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.server_app:app"
 #: A line above INFO, from any logger.
 NOISY_LINE = re.compile(r"WARNING|ERROR|Traceback")

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 
 from fastapi_abort import CancellationToken, RequestAborted, install
 from tests import recording
-from tests.recording import Recorder, running, sse
+from tests.recording import Recorder, on_loop, running, sse
 
 
 @dataclass
@@ -102,7 +102,7 @@ def stream_sync(rid: str, ct: RequestAborted) -> StreamingResponse:
                 anyio.from_thread.run_sync(rec.events["started"].set)
                 ct.wait_blocking(0.05)
         finally:
-            anyio.from_thread.run_sync(rec.events["finished"].set)
+            on_loop(rec.events["finished"].set)  # on the loop, when Starlette stopped it
 
     return StreamingResponse(chunks(), media_type="text/event-stream")
 

@@ -18,11 +18,11 @@ import importlib
 import signal
 import socket
 import sys
-from pathlib import Path
 from typing import Any, ClassVar
 
+from tests import EXAMPLES
+
 APP = "tests.shutdown_app:app"
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 
 UVICORN = {"uvicorn-h11": ("h11", "asyncio"), "uvicorn-httptools": ("httptools", "uvloop")}
 HYPERCORN = {"hypercorn-asyncio": "asyncio", "hypercorn-trio": "trio"}

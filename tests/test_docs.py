@@ -18,8 +18,9 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-EXAMPLES = DOCS / "examples"
+from tests import EXAMPLES, ROOT
+
+DOCS = ROOT / "docs"
 
 
 @pytest.fixture(autouse=True)
@@ -160,6 +161,7 @@ def test_prometheus_example() -> None:
     text = get(metrics.app, "/metrics/").text
     assert 'http_requests_aborted_total{method="GET",route="/draw",status="499"} 1.0' in text
     assert 'http_request_aborted_after_seconds_count{route="/draw"} 1.0' in text
+    assert 'http_response_aborted_body_bytes_total{route="/draw"} 0.0' in text
 
 
 def test_opentelemetry_example() -> None:
@@ -184,8 +186,10 @@ def test_opentelemetry_example() -> None:
         "http.request.method": "GET",
         "http.response.status_code": 499,
         "fastapi_abort.reason": "client disconnected",
+        "fastapi_abort.response_started": "false",
     }
     assert points["http.server.aborted_after"].count == 1
+    assert points["http.server.aborted_body_size"].value == 0
 
 
 def test_websocket_example(caplog: pytest.LogCaptureFixture) -> None:

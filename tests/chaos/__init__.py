@@ -2,5 +2,5 @@
 seeded way, and every single request accounted for.
 
 ``python -m tests.chaos --requests 5000 --concurrency 200 --server uvicorn-httptools`` runs it
-and prints a report; ``tests/test_chaos.py`` runs a reduced size under pytest.
+and prints a report; ``tests/chaos/test_chaos.py`` runs a reduced size under pytest.
 """

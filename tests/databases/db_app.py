@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tests import EXAMPLES
 from tests.recording import Record, Recorder
-
-EXAMPLES = Path(__file__).resolve().parent.parent.parent / "docs" / "examples"
 
 _name = os.environ["EXAMPLE"]  # an example's name, or the path of an app of the same shape
 _spec = importlib.util.spec_from_file_location(

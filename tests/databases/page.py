@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests import ROOT
+
 PAGE = ROOT / "docs" / "databases.md"
 START = "<!-- results: rendered by python -m tests.databases.page -->"
 END = "<!-- /results -->"

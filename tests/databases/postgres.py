@@ -22,7 +22,6 @@ from pathlib import Path
 from tests.serve import free_port
 
 MISSING = "PostgreSQL is not installed (initdb and pg_ctl not found; apt-get install postgresql)"
-REQUIRED_IN_CI = "{reason}, and CI=true: the database tests must run in CI"
 #: The unprivileged user a root test process runs the cluster as.
 USER = "postgres"
 

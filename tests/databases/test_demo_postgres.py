@@ -24,8 +24,10 @@ import psycopg
 import pytest
 
 from demo_app.report_postgres import SCHEMA
+from tests import ROOT
 from tests.databases.postgres import Cluster
-from tests.test_demo import ROOT, Demo, free_port, requesting, running_demo
+from tests.serve import free_port
+from tests.support import Demo, requesting, running_demo
 
 pytestmark = pytest.mark.server
 
@@ -58,14 +60,32 @@ def running_on_postgres(dsn: str, db: Path) -> Iterator[Demo]:
         yield server
     finally:
         process.terminate()
-        process.wait(timeout=15)
-        server.pump.join(timeout=15)
+        try:
+            process.wait(timeout=BOUND)
+        except subprocess.TimeoutExpired as timeout:
+            # A request still running keeps uvicorn from stopping: killed, so that no process
+            # outlives the test, and the failure says so with the demo's log.
+            process.kill()
+            process.wait(timeout=BOUND)
+            server.pump.join(timeout=BOUND)
+            assert process.stdout is not None
+            process.stdout.close()
+            message = f"the demo did not stop within {BOUND} s: {drained(server)}"
+            raise AssertionError(message) from timeout
+        server.pump.join(timeout=BOUND)
         assert process.stdout is not None
         process.stdout.close()
         while not server.lines.empty():
             server.seen.append(server.lines.get_nowait())
     assert [line for line in server.seen if NOISY.search(line)] == []
     assert not db.exists()
+
+
+def drained(server: Demo) -> list[str]:
+    """Every line the demo wrote so far, those a test waited for included."""
+    while not server.lines.empty():
+        server.seen.append(server.lines.get_nowait())
+    return server.seen
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +135,7 @@ def running(conn: psycopg.Connection[tuple[Any, ...]], text: str, for_at_least: 
     raise AssertionError(f"no statement with {text!r} ran within {BOUND} s")
 
 
-def stopped(conn: psycopg.Connection[tuple[Any, ...]], pid: int) -> str:
+def stopped(conn: psycopg.Connection[tuple[Any, ...]], pid: int, demo: Demo) -> str:
     """The state of backend ``pid`` once it runs no statement any more (bounded)."""
     deadline = time.monotonic() + BOUND
     while time.monotonic() < deadline:
@@ -124,7 +144,15 @@ def stopped(conn: psycopg.Connection[tuple[Any, ...]], pid: int) -> str:
         ).fetchone() or ("gone",)
         if state != "active":
             return str(state)
-    raise AssertionError(f"backend {pid} still ran its statement after {BOUND} s")
+    activity = conn.execute(
+        "SELECT state, wait_event_type, wait_event, now() - query_start, left(query, 60)"
+        " FROM pg_stat_activity WHERE pid = %s",
+        (pid,),
+    ).fetchone()
+    raise AssertionError(
+        f"backend {pid} still ran its statement after {BOUND} s: {activity}; "
+        f"the demo logged: {drained(demo)[-20:]}"
+    )
 
 
 def cancelled_in_log(postgres: Cluster, pid: int) -> list[str]:
@@ -162,7 +190,7 @@ def test_a_client_that_leaves_stops_the_long_query_on_the_server(
         # instant before the statement, docs/databases.md's Limits).
         pid = running(watcher, PAIRS, for_at_least=0.5)
     # The statement runs for about a minute when nothing stops it; the bound is 15 s.
-    assert stopped(watcher, pid) == "idle"
+    assert stopped(watcher, pid, demo) == "idle"
     demo.wait_for_line(r"demo_app\.report_postgres: query interrupted")
     demo.wait_for_line(r"fastapi_abort: GET /report/pairs: 499 Client Closed Request after")
     assert len(cancelled_in_log(postgres, pid)) >= 1
@@ -174,5 +202,5 @@ def test_a_client_that_leaves_stops_the_report_between_or_during_statements(
     with requesting(demo, "/report"):
         pid = running(watcher, SALES)
     demo.wait_for_line(r"fastapi_abort: GET /report: 499 Client Closed Request after")
-    assert stopped(watcher, pid) == "idle"
+    assert stopped(watcher, pid, demo) == "idle"
     assert statements(watcher, SALES) == []

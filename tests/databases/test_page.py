@@ -6,10 +6,11 @@ import json
 import re
 from typing import Any
 
+from tests import EXAMPLES, ROOT
 from tests.databases import page
 from tests.databases.test_postgres import WAYS
 
-RESULTS = page.ROOT / "tests" / "databases" / "results-1000.jsonl"
+RESULTS = ROOT / "tests" / "databases" / "results-1000.jsonl"
 
 
 def records() -> list[dict[str, Any]]:
@@ -34,7 +35,7 @@ def test_the_documented_run_had_1000_aborts_and_no_failure() -> None:
 
 def test_the_endpoint_code_in_the_table_is_in_the_examples() -> None:
     """The tool each row names, and the errors it translates, are the example's."""
-    examples = page.ROOT / "docs" / "examples"
+    examples = EXAMPLES
     for way, (example, _) in WAYS.items():
         source = (examples / f"{example}.py").read_text()
         code = page.WAYS[way][1]

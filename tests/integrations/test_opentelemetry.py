@@ -52,23 +52,6 @@ SKIPPED = "Skipping FastAPI instrumentation"
 #: FastAPI the project supports has none, and ignores ``FastAPI(telemetry=...)``.
 NATIVE = importlib.util.find_spec("fastapi.telemetry") is not None
 NO_NATIVE = pytest.mark.skipif(not NATIVE, reason="this FastAPI has no built-in telemetry")
-#: The library's middleware inside fastapi-abort's: the pinned def-stream defect shows.
-INSIDE_OURS = {("app", "last"), ("appglobal", "last"), ("global", "last"), ("globalglobal", "last")}
-DEF_STREAM_DEFECT = (
-    "A def-generator StreamingResponse whose ct.sleep_blocking() raises OperationCancelled "
-    "after the client left reaches every middleware inside fastapi-abort's as RuntimeError "
-    "('Caught handled exception, but response already started.', from Starlette's "
-    "ExceptionMiddleware): the server span ends ERROR with two exception events; without the "
-    "plugin, or with OpenTelemetry's middleware outside ours, UNSET."
-)
-
-LISTENER_DEFECT = (
-    "A StreamingResponse's disconnect listener, still in receive() when the response is "
-    "complete: uvicorn answers it http.disconnect (OpenTelemetry's 'http receive' span has "
-    "asgi.event.type http.disconnect); fastapi-abort's receive() keeps it waiting until "
-    "Starlette cancels it, so the span has no asgi.event.type. Seen whenever OpenTelemetry's "
-    "middleware is inside fastapi-abort's."
-)
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +97,6 @@ def normal_params() -> list[Any]:
     for setup, order in PLUGGED:
         for endpoint in ENDPOINTS:
             marks = [NO_NATIVE] if setup == "native" else []
-            if "stream" in endpoint and (setup, order) in INSIDE_OURS:
-                marks.append(pytest.mark.xfail(strict=True, reason=LISTENER_DEFECT))
             params.append(pytest.param(setup, order, endpoint, marks=marks))
     return params
 
@@ -150,8 +131,6 @@ def abort_params() -> list[Any]:
     for setup, order in [*PLUGGED, *((s, "plain") for s in ("app", "global", "native"))]:
         for abort in ABORTS:
             marks = [NO_NATIVE] if setup == "native" else []
-            if abort == "def-stream" and (setup, order) in INSIDE_OURS:
-                marks.append(pytest.mark.xfail(strict=True, reason=DEF_STREAM_DEFECT))
             params.append(pytest.param(setup, order, abort, marks=marks))
     return params
 
@@ -169,8 +148,6 @@ def other_server_params() -> list[Any]:
         for setup, order in OTHER_SETUPS:
             for abort in ABORTS:
                 marks = [NO_NATIVE] if setup == "native" else []
-                if abort == "def-stream" and (setup, order) in INSIDE_OURS:
-                    marks.append(pytest.mark.xfail(strict=True, reason=DEF_STREAM_DEFECT))
                 params.append(pytest.param(kind, setup, order, abort, marks=marks))
     return params
 
@@ -210,7 +187,7 @@ def test_fastapi_telemetry_marks_the_cancelled_endpoint_span(
 
 
 ASYNC_BODY_DEFECT = (
-    "The async form of the def-stream defect: an async generator's OperationCancelled, raised "
+    "An async generator's OperationCancelled, raised "
     "after its response started (here from a ct.sleep() that Starlette's disconnect listener "
     "cannot cancel, shielded; unshielded, when it beats the listener: 1 abort in 60 on "
     "uvicorn), reaches OpenTelemetry's middleware inside fastapi-abort's as RuntimeError: the "

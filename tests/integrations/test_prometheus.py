@@ -37,12 +37,6 @@ LIBRARIES = {
     ),
     "exporter": ("starlette_requests", "path", "status_code", works_with.STARLETTE_EXPORTER),
 }
-DEF_STREAM_DEFECT = (
-    "A def-generator StreamingResponse whose ct.sleep_blocking() raises OperationCancelled "
-    "after the client left reaches starlette-exporter's middleware (inside fastapi-abort's) as "
-    "RuntimeError('Caught handled exception, but response already started.'), which it "
-    "counts as status_code 500 although the response started with 200; without the plugin: 200."
-)
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +87,7 @@ def abort_params() -> list[Any]:
     for library in LIBRARIES:
         for plugin in ("app", "plain"):
             for abort in ABORTS:
-                marks = []
-                if (library, plugin, abort) == ("exporter", "app", "def-stream"):
-                    marks.append(pytest.mark.xfail(strict=True, reason=DEF_STREAM_DEFECT))
-                params.append(pytest.param(library, plugin, abort, marks=marks))
+                params.append(pytest.param(library, plugin, abort))
     return params
 
 
@@ -115,13 +106,3 @@ def test_a_client_that_leaves_is_counted(
     if plugin == "app":
         lines = client.wait(rid, "logged")["log_lines"]
         assert_quiet_line(client.served, route.format(rid=rid), lines)
-
-
-def test_starlette_exporter_counts_a_def_stream_abort_as_500_today(start: Start) -> None:
-    """The pinned defect as it is: remove this test when the xfail above passes."""
-    client = Client(start(KIND, "exporter_app"))
-    route = ABORTS["def-stream"]
-    before = counts(client, "exporter", route)
-    leave_mid_request(client, "def-stream", new_id())
-    after = counts(client, "exporter", route)
-    assert increments(before, after) == works_with.STARLETTE_EXPORTER_DEF_STREAM_DEFECT

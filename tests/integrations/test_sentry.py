@@ -24,14 +24,6 @@ pytestmark = pytest.mark.server
 MODULE = "tests.integrations.apps.sentry_app"
 KIND = "uvicorn-h11"
 SPANS = ("", "spans_")
-DEF_STREAM_DEFECT = (
-    "A def-generator StreamingResponse whose ct.sleep_blocking() raises OperationCancelled "
-    "after the client left reaches every middleware inside fastapi-abort's as "
-    "RuntimeError('Caught handled exception, but response already started.'): Sentry's "
-    "middleware spans of ExceptionTelemetryMiddleware, AppBodyLimitMiddleware, "
-    "ExceptionMiddleware and AsyncExitStackMiddleware end internal_error; without the plugin "
-    "they have no status."
-)
 
 
 @pytest.fixture(scope="module")
@@ -101,16 +93,9 @@ def middleware_span_statuses(client: Client) -> set[str | None]:
     return {status for op, _, status in event["spans"] if op == "middleware.starlette"}
 
 
-@pytest.mark.xfail(strict=True, reason=DEF_STREAM_DEFECT)
 def test_a_def_stream_abort_leaves_the_middleware_spans_alone(start: Start) -> None:
     assert middleware_span_statuses(Client(start(KIND, "spans_app"))) == {None}
 
 
 def test_a_def_stream_abort_without_the_plugin_has_no_span_status(start: Start) -> None:
     assert middleware_span_statuses(Client(start(KIND, "spans_plain"))) == {None}
-
-
-def test_a_def_stream_abort_marks_the_inner_middleware_spans_today(start: Start) -> None:
-    """The pinned defect as it is (for docs/works-with.md): remove it once the xfail passes."""
-    statuses = middleware_span_statuses(Client(start(KIND, "spans_app")))
-    assert statuses == {None, works_with.SENTRY_DEF_STREAM_DEFECT}

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from tests import ROOT
 from tests.integrations import works_with
 
-PAGE = Path(__file__).resolve().parents[2] / "docs" / "works-with.md"
+PAGE = ROOT / "docs" / "works-with.md"
 SECTION = "## Observability"
 NEXT = "## Streaming and middleware"
 

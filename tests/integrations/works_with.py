@@ -30,9 +30,6 @@ OTEL_CONTRIB = {
     "plugin": {"async": _OK_499, "def": _OK_499, "stream": _OK_200, "def-stream": _OK_200},
     "plain": {"async": _OK_200, "def": _OK_200, "stream": _OK_200, "def-stream": _OK_200},
 }
-#: What the contrib server span of a ``def-stream`` abort is today when fastapi-abort's
-#: middleware is outside OpenTelemetry's (the pinned defect).
-OTEL_DEF_STREAM_DEFECT: Span = ("ERROR", 200, "-", "RuntimeError, RuntimeError")
 #: FastAPI's built-in telemetry (``FastAPI(telemetry=...)``).
 OTEL_NATIVE = {
     "plugin": {
@@ -49,7 +46,7 @@ OTEL_NATIVE = {
     },
 }
 #: FastAPI's ``fastapi.endpoint`` span of an aborted ``async``/``def`` endpoint, with the plugin.
-OTEL_NATIVE_ENDPOINT = ("ERROR", "fastapi_abort._token.OperationCancelled")
+OTEL_NATIVE_ENDPOINT = ("ERROR", "fastapi_abort.OperationCancelled")
 
 #: Sentry: the transaction's status and HTTP status, and the number of error events.
 Transaction = tuple[str, int, int]
@@ -62,10 +59,6 @@ SENTRY = {
     },
     "plain": {name: ("ok", 200, 0) for name in ABORT_NAMES},
 }
-#: The statuses of Sentry's middleware spans (``middleware_spans=True``) of a ``def-stream``
-#: abort: none without the plugin; today ``internal_error`` on those inside fastapi-abort's
-#: middleware (the pinned defect).
-SENTRY_DEF_STREAM_DEFECT = "internal_error"
 
 #: Prometheus: the counter increments of an aborted request, as ``status label: count``.
 Counts = dict[str, int]
@@ -87,9 +80,6 @@ STARLETTE_EXPORTER = {
     },
     "plain": {name: {"200": 1} for name in ABORT_NAMES},
 }
-#: What starlette-exporter counts today for a ``def-stream`` abort with the plugin (the pinned
-#: defect).
-STARLETTE_EXPORTER_DEF_STREAM_DEFECT = {"500": 1}
 
 
 HEADER = (
@@ -128,7 +118,6 @@ def _row(*cells: str) -> str:
 def tables() -> dict[str, list[str]]:
     """The table of each library of the page's Observability section, by its heading."""
     contrib = _by_route(_span, OTEL_CONTRIB["plugin"])
-    inside = {**OTEL_CONTRIB["plugin"], "def-stream": OTEL_DEF_STREAM_DEFECT}
     native = _by_route(_span, OTEL_NATIVE["plugin"])
     sentry = _by_route(_transaction, SENTRY["plugin"])
     return {
@@ -141,9 +130,9 @@ def tables() -> dict[str, list[str]]:
             ),
             _row(
                 "`instrument_app(app)`, then `install(app)`; or `instrument()` before the app",
-                "no: a stream's last `http receive` span has no `asgi.event.type`",
-                f"server span: {_by_route(_span, inside)}",
-                "both differences are defects, pinned by xfail tests",
+                "yes",
+                f"server span: {contrib}",
+                "OpenTelemetry's middleware inside fastapi-abort's: the same spans as outside",
             ),
             _row(
                 "FastAPI's own telemetry, `FastAPI(telemetry=...)`, either order",
@@ -169,9 +158,9 @@ def tables() -> dict[str, list[str]]:
             _row(
                 "`middleware_spans=True`",
                 "yes: the same span names",
-                f"def-stream: the middleware spans inside fastapi-abort's "
-                f"{SENTRY_DEF_STREAM_DEFECT}",
-                "a defect, pinned by an xfail test",
+                "def-stream: the middleware spans inside fastapi-abort's end without a status, "
+                "as without it",
+                "",
             ),
             _row(
                 "no fastapi-abort",
@@ -192,14 +181,8 @@ def tables() -> dict[str, list[str]]:
                 "starlette-exporter's `PrometheusMiddleware`, then `install(app)`",
                 "yes",
                 "`starlette_requests_total` status_code: "
-                + _by_route(
-                    _counts,
-                    {
-                        **STARLETTE_EXPORTER["plugin"],
-                        "def-stream": STARLETTE_EXPORTER_DEF_STREAM_DEFECT,
-                    },
-                ),
-                "def-stream 500: a defect, pinned by an xfail test; without fastapi-abort: 200 +1",
+                + _by_route(_counts, STARLETTE_EXPORTER["plugin"]),
+                "without fastapi-abort: 200 +1 for every route",
             ),
         ],
         "asgi-correlation-id": [

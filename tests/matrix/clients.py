@@ -1,4 +1,5 @@
-"""The HTTP/2 client of the matrix: prior knowledge (h2c) with the h2 package.
+"""The HTTP/2 client of the matrix: prior knowledge (h2c) with the h2 package, or over TLS with
+ALPN ``h2`` (the proxy fronts, ``tests.proxy``).
 
 The HTTP/1.1 client is a plain socket (:mod:`tests.raw_http`); both leave the way a real client
 does (``tests.raw_http.leave``), and an HTTP/2 client can also reset one stream (RST_STREAM).
@@ -7,6 +8,7 @@ does (``tests.raw_http.leave``), and an HTTP/2 client can also reset one stream 
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -27,10 +29,16 @@ class Stream:
 
 
 class H2Client:
-    """An HTTP/2 client over cleartext with prior knowledge, blocking, one thread."""
+    """An HTTP/2 client, blocking, one thread: over cleartext with prior knowledge, or over
+    TLS when given ``tls`` (a client context offering ``h2`` by ALPN)."""
 
-    def __init__(self, port: int, timeout: float = 20.0) -> None:
+    def __init__(self, port: int, timeout: float = 20.0, tls: ssl.SSLContext | None = None) -> None:
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.scheme = b"http"
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=HOST)
+            assert self.sock.selected_alpn_protocol() == "h2", self.sock.selected_alpn_protocol()
+            self.scheme = b"https"
         self.authority = f"{HOST}:{port}"
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
@@ -67,7 +75,7 @@ class H2Client:
         headers = [
             (b":method", method.encode()),
             (b":path", path.encode()),
-            (b":scheme", b"http"),
+            (b":scheme", self.scheme),
             (b":authority", self.authority.encode()),
         ]
         if body:

@@ -12,8 +12,9 @@ import statistics
 import sys
 from pathlib import Path
 
+from tests import ROOT
 from tests.matrix.expected import EXPECTED, Expected
-from tests.matrix.records import ROOT, Record, load, results_dir
+from tests.matrix.records import Record, load, results_dir
 from tests.matrix.scenarios import SCENARIOS
 from tests.matrix.servers import BY_NAME, COLUMNS
 

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests import ROOT
+
 DIR_ENV = "ABORT_MATRIX_DIR"
 
 Record = dict[str, Any]

@@ -23,11 +23,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from tests import ROOT
 from tests.matrix.events import EVENTS_ENV
 from tests.matrix.launch import APP, GRACEFUL_TIMEOUT
 from tests.serve import free_port, listening
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 #: A line a server logs that the matrix treats as an error, unless the column expects it.
 ERROR_LINE = re.compile(r"ERROR|CRITICAL|Traceback")

@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-EXAMPLES = ROOT / "docs" / "examples"
+from tests import EXAMPLES, ROOT
+
 SERVER_ADDRESS = "10.251.0.1"
 CLIENT_ADDRESS = "10.251.0.2"
 #: The namespace is new, so any port is free in it.

@@ -19,7 +19,6 @@ without root, ``ip`` or ``nft``; under ``CI=true`` it fails.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -29,14 +28,15 @@ import pytest
 
 from fastapi_abort import CancellationReason
 from fastapi_abort.keepalive import Keepalive
+from tests import ROOT
 from tests.events import Collector
 from tests.network.app import EVENTS_ENV
 from tests.network.netns import PORT, SERVER_ADDRESS, Link, linked, unavailable
+from tests.support import missing
 
 pytestmark = pytest.mark.server
 
-REQUIRED_IN_CI = "{reason}, and CI=true: the network tests must run in CI"
-RESULTS = Path(__file__).resolve().parent.parent.parent / "build" / "network" / "results.jsonl"
+RESULTS = ROOT / "build" / "network" / "results.jsonl"
 #: Short settings, so that a test takes seconds: detection after 3 s.
 FAST = Keepalive(idle=1, interval=1, count=3, user_timeout=3)
 #: How long past its detection time a trip may take on a loaded machine before the test fails.
@@ -58,9 +58,7 @@ def namespaces_available() -> None:
     reason = unavailable()
     if reason is None:
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail(REQUIRED_IN_CI.format(reason=reason))
-    pytest.skip(reason)
+    missing(reason, "the network tests")
 
 
 @pytest.fixture

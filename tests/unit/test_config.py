@@ -12,7 +12,7 @@ from fastapi_abort._config import UNKNOWN_OPTION, Config
 
 
 def names() -> str:
-    return "status_code, log_level, message, watcher_delay, deadline, on_abort"
+    return "status_code, log_level, message, watcher_delay, deadline, on_abort, max_budget"
 
 
 def test_install_refuses_an_unknown_option_and_lists_the_options() -> None:

@@ -16,9 +16,7 @@ import pytest
 
 from fastapi_abort import CancellationTokenSource, OperationCancelled
 from fastapi_abort._interrupt import BAD_REPEAT, CANCEL_FAILED
-
-asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
-BOUND = 10.0  # seconds any wait in this file may take before the test fails
+from tests.support import WAIT, asyncio_only
 
 
 class DriverError(Exception):
@@ -217,7 +215,7 @@ async def test_run_a_cancel_that_comes_after_the_call_ended_is_a_no_op() -> None
         async def query() -> int:
             thread = threading.Thread(target=source.cancel)
             thread.start()
-            thread.join(BOUND)
+            thread.join(WAIT)
             return 3
 
         assert await source.token.run(query()) == 3
@@ -272,16 +270,16 @@ def test_cancel_on_calls_cancel_in_a_thread_of_its_own_and_translates() -> None:
             try:
                 with source.token.cancel_on(cancel, translate=(DriverError,)):
                     entered.set()
-                    assert statement_stopped.wait(BOUND)
+                    assert statement_stopped.wait(WAIT)
                     raise DriverError("canceling statement due to user request")
             except OperationCancelled as exc:
                 outcome.append(exc)
 
         worker = threading.Thread(target=endpoint)
         worker.start()
-        assert entered.wait(BOUND)
+        assert entered.wait(WAIT)
         source.cancel()
-        worker.join(BOUND)
+        worker.join(WAIT)
     assert len(outcome) == 1
     assert isinstance(outcome[0].__cause__, DriverError)
     assert cancelling_threads
@@ -310,7 +308,7 @@ def test_cancel_on_repeats_until_the_block_ends() -> None:
 
     with CancellationTokenSource() as source, source.token.cancel_on(cancel, repeat=0.001):
         source.cancel()
-        assert third.wait(BOUND)
+        assert third.wait(WAIT)
     count = len(calls)
     assert count >= 3
     assert source.token.is_cancellation_requested
@@ -334,7 +332,7 @@ def test_cancel_on_waits_for_a_cancel_in_progress_on_exit() -> None:
     with CancellationTokenSource() as source:
         with source.token.cancel_on(cancel):
             source.cancel()
-            assert in_progress.wait(BOUND)
+            assert in_progress.wait(WAIT)
         events.append("block left")
         block_left.set()
     assert events == ["cancel returned", "block left"]
@@ -350,15 +348,15 @@ def test_cancel_on_a_callback_that_comes_after_the_block_starts_no_cancel() -> N
         # Registered first, so it runs first, and holds cancel_on's until the block has ended.
         def first() -> None:
             first_running.set()
-            block_left.wait(BOUND)
+            block_left.wait(WAIT)
 
         source.token.register(first)
         canceller = threading.Thread(target=source.cancel)
         with source.token.cancel_on(lambda: calls.append("cancel")):
             canceller.start()
-            assert first_running.wait(BOUND)
+            assert first_running.wait(WAIT)
         block_left.set()
-        canceller.join(BOUND)
+        canceller.join(WAIT)
     assert not canceller.is_alive()
     assert calls == []
 
@@ -382,7 +380,7 @@ def test_cancel_on_logs_a_cancel_that_raises_and_stops_calling_it(
     try:
         with CancellationTokenSource() as source, source.token.cancel_on(cancel, repeat=0.001):
             source.cancel()
-            assert logged.wait(BOUND)
+            assert logged.wait(WAIT)
     finally:
         logging.getLogger("fastapi_abort").removeHandler(handler)
     assert calls == [1]
@@ -399,3 +397,77 @@ def test_cancel_on_needs_a_positive_repeat(repeat: float) -> None:
     ):
         pass  # pragma: no cover
     assert str(caught.value) == BAD_REPEAT.format(repeat=repeat)
+
+
+# -- what a check of a cancelled token raises ---------------------------------------------------
+
+
+async def raised_in_worker_thread(
+    check: str, host_cancelled: bool
+) -> tuple[list[type[BaseException]], list[Exception]]:
+    """What ``token.<check>()`` raised in an anyio worker thread once the token tripped, its
+    host task cancelled just before (as Starlette stops a stream of a def generator) or not;
+    and what escaped the task group."""
+    raised: list[type[BaseException]] = []
+    escaped: list[Exception] = []
+    source = CancellationTokenSource()
+
+    def work() -> None:
+        source.token.wait_blocking(WAIT)
+        try:
+            if check == "sleep_blocking":
+                source.token.sleep_blocking(WAIT)
+            else:
+                source.token.throw_if_cancellation_requested()
+        except BaseException as exc:
+            raised.append(type(exc))
+            raise
+
+    with anyio.fail_after(WAIT):
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(anyio.to_thread.run_sync, work)
+                await anyio.wait_all_tasks_blocked()
+                if host_cancelled:
+                    tasks.cancel_scope.cancel()
+                source.cancel()
+        except Exception as exc:  # the thread's error, in an exception group
+            escaped.append(exc)
+    return raised, escaped
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("check", ["sleep_blocking", "throw_if_cancellation_requested"])
+async def test_a_worker_thread_whose_host_is_being_cancelled_gets_that_cancellation(
+    check: str,
+) -> None:
+    raised, escaped = await raised_in_worker_thread(check, host_cancelled=True)
+    assert raised == [anyio.get_cancelled_exc_class()]
+    assert escaped == []  # the task group's own cancellation, which it absorbed
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("check", ["sleep_blocking", "throw_if_cancellation_requested"])
+async def test_a_worker_thread_of_a_host_that_nothing_cancels_gets_operation_cancelled(
+    check: str,
+) -> None:
+    raised, escaped = await raised_in_worker_thread(check, host_cancelled=False)
+    assert raised == [OperationCancelled]
+    assert len(escaped) == 1
+
+
+def test_a_plain_thread_gets_operation_cancelled() -> None:
+    source = CancellationTokenSource()
+    source.cancel()
+    raised: list[type[BaseException]] = []
+
+    def work() -> None:
+        try:
+            source.token.throw_if_cancellation_requested()
+        except BaseException as exc:
+            raised.append(type(exc))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(WAIT)
+    assert raised == [OperationCancelled]

@@ -10,15 +10,14 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tests import EXAMPLES
 from tests.integrations.apps.twins import Record
 from tests.recording import Recorder
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 app: Any = importlib.import_module("recipe_background_kept").app

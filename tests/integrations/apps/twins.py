@@ -76,7 +76,7 @@ def ending_in_thread(rec: Record) -> Iterator[None]:
         ended = type(exc).__name__
         raise
     finally:
-        anyio.from_thread.run_sync(_finish, rec, ended)
+        recording.on_loop(_finish, rec, ended)  # on the loop, if Starlette stopped the generator
 
 
 def _finish(rec: Record, ended: str) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import ROOT
 from tests.events import Collector, Event
 from tests.raw_http import request_bytes
 from tests.serve import free_port, listening
@@ -40,7 +41,6 @@ from tests.shutdown_serve import NEEDS, WORKER_TIMEOUT, command
 
 pytestmark = pytest.mark.server
 
-ROOT = Path(__file__).resolve().parent.parent
 #: Seconds to wait for anything that should happen (a start, an event, an exit).
 BOUND = 20.0
 #: A request that nothing stops outlives every test.

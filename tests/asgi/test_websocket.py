@@ -1,13 +1,12 @@
 """The token of a WebSocket connection: it trips when the peer leaves before the app closed.
 
 In process, with a scripted server that hands each message to exactly one caller, on both
-backends. Against real servers: test_features_servers.py.
+backends. Against real servers: tests/servers/test_features.py.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import anyio
 import pytest
@@ -17,61 +16,15 @@ from starlette.types import Message, Receive, Scope, Send
 from fastapi_abort import (
     CancellationReason,
     CancellationToken,
+    CancellationTokenSource,
     OperationCancelled,
     RequestAborted,
-    RequestAbortedMiddleware,
     deadline,
     install,
 )
-from fastapi_abort._state import SCOPE_KEY, RequestState
-from tests.scripted import ScriptedServer
+from tests.support import WAIT, WebSocketServer, serve, token_of, ws_scope
 
 pytestmark = pytest.mark.anyio
-
-WAIT = 10
-
-
-def ws_scope(path: str = "/ws") -> Scope:
-    return {
-        "type": "websocket",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-        "subprotocols": [],
-    }
-
-
-class WebSocketServer(ScriptedServer):
-    """The scripted server, speaking WebSocket: the peer connects, sends, leaves."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.push({"type": "websocket.connect"})
-
-    def text(self, text: str) -> None:
-        self.push({"type": "websocket.receive", "text": text})
-
-    def leave(self, code: int = 1001) -> None:
-        self.push({"type": "websocket.disconnect", "code": code})
-
-
-def token_of(scope: Scope) -> CancellationToken:
-    state: RequestState = scope[SCOPE_KEY]
-    return state.token()
-
-
-async def serve(app: Any, server: ScriptedServer, path: str = "/ws") -> None:
-    with anyio.fail_after(WAIT):
-        await RequestAbortedMiddleware(app, watcher_delay=0)(
-            ws_scope(path), server.receive, server.send
-        )
 
 
 async def test_the_token_trips_when_the_peer_leaves_while_the_app_is_busy() -> None:
@@ -248,7 +201,6 @@ async def test_a_websocket_deadline_closes_the_connection_with_1011(
 async def test_another_tokens_cancellation_in_a_websocket_closes_it_with_1011(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from fastapi_abort import CancellationTokenSource
 
     app = FastAPI()
     install(app)
@@ -301,3 +253,41 @@ async def test_an_error_from_send_while_the_peer_is_there_is_not_swallowed() -> 
 
     with pytest.raises(OSError, match="disk full"):
         await serve(app, WebSocketServer())
+
+
+async def test_a_websocket_send_that_fails_after_the_disconnect_was_heard_reraises() -> None:
+    tokens: list[CancellationToken] = []
+
+    class ClosedServer(WebSocketServer):
+        async def send(self, message: Message) -> None:
+            if message["type"] == "websocket.send":
+                raise OSError("closed")
+            await super().send(message)
+
+    server = ClosedServer()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        tokens.append(token_of(scope))
+        server.leave()
+        assert (await receive())["type"] == "websocket.disconnect"  # heard first
+        with pytest.raises(OSError, match="closed"):
+            await send({"type": "websocket.send", "text": "late"})
+
+    await serve(app, server)
+    assert tokens[0].reason is CancellationReason.CLIENT_DISCONNECTED
+
+
+async def test_a_websocket_peer_that_leaves_before_the_accept_ends_quietly() -> None:
+    server = WebSocketServer()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        token = token_of(scope)
+        server.leave()  # gone during the handshake: nothing to answer
+        await token.wait()
+        token.throw_if_cancellation_requested()
+
+    await serve(app, server)
+    assert server.sent == []

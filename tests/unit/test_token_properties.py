@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import os
 import subprocess
 import sys
 import textwrap
@@ -64,16 +63,14 @@ from fastapi_abort import (
     CancellationTokenSource,
     OperationCancelled,
 )
+from tests.support import CI, WAIT
 
-#: Bound on every wait for something that should happen (seconds); never reached when it works.
-WAIT = 10.0
 DEADLINE = CancellationReason.DEADLINE
 #: A deadline that never passes during a test.
 FAR = 1000.0
 
 # CI runs more examples; a local run stays quick. Both keep the file well under a minute on a
 # loaded 2-core machine. No example database: nothing is written into the working tree.
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # No explain phase: it traces the test thread with sys.settrace while the failing example
 # replays, and a Thread.start() under that tracer was seen to hang (hypothesis 6.170, 3.11).
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]

@@ -23,13 +23,12 @@ from starlette.types import Message
 from fastapi_abort import RequestAborted, RequestAbortedMiddleware, install
 from fastapi_abort.testing import AbortingClient, leave_after_chunks
 from tests.scripted import http_scope
+from tests.support import WAIT
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 pytestmark = pytest.mark.anyio
-
-WAIT = 5.0
 
 
 @pytest.fixture

@@ -3,103 +3,18 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
-import queue
 import re
 import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support import DEADLINE_WARNING, Demo, requesting, running_demo
+
 pytestmark = pytest.mark.server
-
-ROOT = Path(__file__).resolve().parent.parent
-# The one warning the demo logs on purpose: the full draw of /deadline misses its deadline.
-DEADLINE_WARNING = (
-    r"WARNING fastapi_abort: GET /deadline/draw: 504 Gateway Timeout: its 2\.000 s deadline passed"
-)
-
-
-class Demo:
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
-        self.process = process
-        self.port = port
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        self.pump = threading.Thread(target=self._pump, daemon=True)
-        self.pump.start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for_line(self, pattern: str, timeout: float = 20) -> str:
-        """Block until the server writes a line matching ``pattern`` (bounded)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.seen:
-                if re.search(pattern, line):
-                    self.seen.remove(line)
-                    return line
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no line matching {pattern!r} in {self.seen}")
-            try:
-                self.seen.append(self.lines.get(timeout=remaining))
-            except queue.Empty:
-                continue
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def running_demo(db: Path) -> Iterator[Demo]:
-    """``python -m demo_app`` on a free port, with its database at ``db``; stopped on exit, and
-    checked for warnings and errors in its log."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "demo_app", "--port", str(port), "--db", str(db)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = Demo(process, port)
-    try:
-        server.wait_for_line(rf"Uvicorn running on http://127\.0\.0\.1:{port}")
-        yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        server.pump.join(timeout=15)  # reads to EOF, then the pipe can be closed
-        assert process.stdout is not None
-        process.stdout.close()
-        while not server.lines.empty():
-            server.seen.append(server.lines.get_nowait())
-    errors = [
-        line
-        for line in server.seen
-        if re.search(r"WARNING|ERROR|Traceback", line) and not re.search(DEADLINE_WARNING, line)
-    ]
-    assert not errors
 
 
 @pytest.fixture(scope="module")
@@ -121,15 +36,6 @@ def test_a_finished_draw_shows_the_lucky_number(demo: Demo, path: str) -> None:
     match = re.search(r'alert\("Your lucky number: (\d+)"\)', page.text)
     assert match is not None
     assert 0 <= int(match.group(1)) <= 999
-
-
-@contextlib.contextmanager
-def requesting(demo: Demo, path: str) -> Iterator[None]:
-    """Send a GET of ``path`` on a raw connection, and close it on exit without reading the
-    response: the client leaves."""
-    with socket.create_connection(("127.0.0.1", demo.port), timeout=10) as client:
-        client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        yield
 
 
 @pytest.mark.parametrize("path", ["/happy/draw", "/happy/draw-from-request", "/happy/shop/draw"])

@@ -1,7 +1,7 @@
 """Preemptive mode: the endpoint is cancelled at its next await when the client leaves.
 
 In process, with the scripted server (the client leaves by ``http.disconnect``), on both
-backends. Against real servers: test_features_servers.py.
+backends. Against real servers: tests/servers/test_features.py.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from starlette.applications import Starlette
 from fastapi_abort import RequestAborted, install, preemptive
 from fastapi_abort._install import PREEMPTIVE_NEEDS_FASTAPI, PREEMPTIVE_TOO_LATE
 from tests.scripted import ScriptedServer, http_scope
+from tests.support import WAIT, quiet_lines
 
 pytestmark = pytest.mark.anyio
-
-WAIT = 10
 
 
 async def leave_when(app: FastAPI, path: str, started: anyio.Event) -> ScriptedServer:
@@ -44,10 +43,6 @@ def app(caplog: pytest.LogCaptureFixture) -> FastAPI:
     app = FastAPI()
     install(app)
     return app
-
-
-def quiet_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if "Client Closed Request" in r.getMessage()]
 
 
 async def test_a_preemptive_endpoint_is_cancelled_at_its_await_and_cleans_up(

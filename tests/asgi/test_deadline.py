@@ -2,7 +2,7 @@
 
 A deadline needs no client that leaves, so httpx's in-process transport is enough for most of
 these; the hook's client-left case and the server's cancellation use the scripted server.
-Against real servers: test_features_servers.py.
+Against real servers: tests/servers/test_features.py.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from fastapi_abort import (
 from fastapi_abort._config import BAD_DEADLINE, BAD_HOOK
 from fastapi_abort._endings import HOOK_FAILED
 from tests.scripted import ScriptedServer, http_scope
+from tests.support import WAIT
 
 pytestmark = pytest.mark.anyio
 
-WAIT = 10
 DEADLINE = CancellationReason.DEADLINE
 PROBLEM = {
     "type": "about:blank",
@@ -381,3 +381,19 @@ async def test_the_deadline_dependency_needs_the_middleware() -> None:
 
     with pytest.raises(RuntimeError, match="needs RequestAbortedMiddleware"):
         await get(app, "/x")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # through httpx's in-process transport
+async def test_a_route_without_deadline_clears_a_deadline_on_an_existing_token(
+    anyio_backend: str,
+) -> None:
+    app = FastAPI(dependencies=[Depends(request_aborted)])  # the token exists first
+    install(app, deadline=0.01)
+
+    @app.get("/long", dependencies=[Depends(deadline(None))])
+    async def long(ct: RequestAborted) -> dict[str, bool]:
+        await anyio.sleep(0.05)  # past the app-wide deadline
+        return {"cancelled": ct.is_cancellation_requested}
+
+    response = await get(app, "/long")
+    assert response.json() == {"cancelled": False}

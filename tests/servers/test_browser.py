@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.test_demo import Demo, running_demo
+from tests.support import Demo, missing, running_demo
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TESTS = "the browser tests"  # in a failure under CI: they must run there
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -37,20 +38,14 @@ TIMEOUT = 15_000  # ms, for every playwright action and assertion
 CANCELLED = r"cancelled \(499\) after \d\.\d\d s"  # a panel row whose client left
 
 
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}, and CI=true: browser tests must run in CI")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        unavailable("the playwright package is not installed (pip install playwright)")
+        missing("the playwright package is not installed (pip install playwright)", TESTS)
     if not os.access(CHROMIUM, os.X_OK):
-        unavailable(f"no chromium at {CHROMIUM} (apt-get install chromium)")
+        missing(f"no chromium at {CHROMIUM} (apt-get install chromium)", TESTS)
     with sync_playwright() as playwright:
         # A fresh temporary profile per launch: playwright makes one for launch().
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)

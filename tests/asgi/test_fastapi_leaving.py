@@ -1,8 +1,8 @@
 """FastAPI endpoints whose client leaves, driven in process by fastapi_abort.testing.
 
-What a real server adds (sockets, its own receive) is tested in test_servers.py; here the point
-is the FastAPI side: dependencies, `def` endpoints in worker threads, streaming responses,
-uploads and background tasks, on asyncio and trio.
+What a real server adds (sockets, its own receive) is tested in tests/servers/test_leaving.py;
+here the point is the FastAPI side: dependencies, `def` endpoints in worker threads, streaming
+responses, uploads and background tasks, on asyncio and trio.
 
 No ``from __future__ import annotations`` here: FastAPI must resolve the annotations of endpoints
 and dependencies defined inside the tests.
@@ -26,11 +26,9 @@ from fastapi_abort.testing import (
     leave_mid_upload,
     leave_when,
 )
+from tests.support import WAIT
 
 pytestmark = pytest.mark.anyio
-
-#: Bound on a wait that ends as soon as the client leaves; reached only if the token never trips.
-WAIT = 5.0
 
 
 def quiet_line(path: str) -> re.Pattern[str]:

@@ -1,0 +1,187 @@
+"""An app with endless event streams and slow finite requests, to be told to stop.
+
+``install(app, stopping=True)`` unless ``FASTAPI_ABORT_STOPPING=0`` (then the streams take the
+plain request token: nothing of the stopping token is installed). Run it with
+``python -m tests.servers.stopping_app KIND FD [GRACEFUL]`` for the kinds served from Python
+(see :func:`main`); granian runs it from its own command line.
+
+Each request reports, through :mod:`tests.events`: ``started`` (with the SIGTERM handler in
+place at that moment), and ``ended`` with how (``completed``, ``shutdown`` for a stream that
+its token ended with SHUTDOWN and that sent its last event, or the exception's name).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, WebSocket
+from fastapi.responses import StreamingResponse
+
+from fastapi_abort import (
+    CancellationReason,
+    CancellationToken,
+    OperationCancelled,
+    RequestAborted,
+    install,
+    request_aborted,
+    stop_on_shutdown,
+)
+from tests import EXAMPLES
+from tests.events import Emitter
+
+APP = "tests.servers.stopping_app:app"
+#: The environment variable naming the datagram socket the events go to.
+EVENTS_ENV = "FASTAPI_ABORT_STOPPING_EVENTS"
+#: ``0`` installs without ``stopping=True``.
+STOPPING_ENV = "FASTAPI_ABORT_STOPPING"
+#: Seconds between two events of a stream.
+STEP = 0.05
+LIFESPAN = "lifespan"
+#: The close code of a WebSocket that the shutdown ended ("going away", RFC 6455).
+GOING_AWAY = 1001
+#: The stream's last event, once the server started to shut down.
+LAST_EVENT = b"event: restart\nretry: 2000\ndata: server restarting\n\n"
+
+emit = Emitter(EVENTS_ENV)
+STOPPING = os.environ.get(STOPPING_ENV) != "0"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    emit(LIFESPAN, "startup")
+    yield
+    emit(LIFESPAN, "shutdown")
+
+
+app = FastAPI(lifespan=lifespan)
+install(app, stopping=STOPPING)
+#: The streams' token: linked with the stopping token, or the request's own.
+stream_token = Depends(stop_on_shutdown if STOPPING else request_aborted)
+
+
+def _handler() -> str:
+    handler = signal.getsignal(signal.SIGTERM)
+    if isinstance(handler, signal.Handlers):
+        return handler.name  # SIG_DFL, SIG_IGN
+    return str(getattr(handler, "__qualname__", handler))
+
+
+@contextmanager
+def _reporting_end(rid: str) -> Iterator[None]:
+    try:
+        yield
+    except BaseException as exc:
+        emit(rid, "ended", how=type(exc).__name__)
+        raise
+    emit(rid, "ended", how="completed")
+
+
+@app.get("/slow/{rid}")
+async def slow(rid: str, ct: RequestAborted, hold: float = 1.5) -> dict[str, str]:
+    emit(rid, "started", handler=_handler())
+    with _reporting_end(rid):
+        await ct.sleep(hold)
+    return {"rid": rid}
+
+
+@app.get("/events/{rid}")
+async def events(rid: str, ct: CancellationToken = stream_token) -> StreamingResponse:
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b"data: first\n\n"
+            emit(rid, "started", handler=_handler())
+            while True:
+                await ct.sleep(STEP)
+                yield b"data: more\n\n"
+        except OperationCancelled:
+            if ct.reason is not CancellationReason.SHUTDOWN:
+                emit(rid, "ended", how=f"OperationCancelled {ct.reason}")
+                raise
+        except BaseException as exc:
+            emit(rid, "ended", how=type(exc).__name__)
+            raise
+        yield LAST_EVENT
+        emit(rid, "ended", how="shutdown")
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@app.websocket("/ws/{rid}")
+async def ticker(websocket: WebSocket, rid: str, ct: CancellationToken = stream_token) -> None:
+    await websocket.accept()
+    await websocket.send_text("first")
+    emit(rid, "started", handler=_handler())
+    try:
+        while True:
+            await ct.sleep(STEP)
+            await websocket.send_text("more")
+    except OperationCancelled:
+        if ct.reason is not CancellationReason.SHUTDOWN:
+            emit(rid, "ended", how=f"OperationCancelled {ct.reason}")
+            raise
+    await websocket.close(GOING_AWAY, "server restarting")
+    emit(rid, "ended", how="shutdown")
+
+
+# -- serving from Python ------------------------------------------------------------------------
+
+UVICORN = {"uvicorn-h11": ("h11", "asyncio"), "uvicorn-httptools": ("httptools", "uvloop")}
+#: hypercorn's kinds: (worker class, worker processes). With 0 the process that gets the signal
+#: serves (``hypercorn.run.run`` calls the worker in process); with 1 a main process gets it.
+HYPERCORN = {"hypercorn-asyncio": ("asyncio", 0), "hypercorn-asyncio-workers": ("asyncio", 1)}
+
+
+def run_uvicorn(kind: str, fd: int, graceful: float | None) -> None:
+    import uvicorn
+
+    target: Any = APP
+    if kind == "example":  # docs/examples/stopping.py, as `python stopping.py` serves it
+        sys.path.insert(0, str(EXAMPLES))
+        target, kind = importlib.import_module("stopping").app, "uvicorn-h11"
+    http, loop = UVICORN[kind]
+    config = uvicorn.Config(
+        target,
+        http=http,
+        loop=loop,
+        log_level="info",
+        timeout_graceful_shutdown=graceful,  # type: ignore[arg-type]
+    )
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
+
+
+def run_hypercorn(kind: str, fd: int, graceful: float | None) -> int:
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    worker_class, workers = HYPERCORN[kind]
+    config = Config()
+    config.application_path = APP
+    config.bind = [f"fd://{fd}"]
+    config.worker_class = worker_class
+    config.workers = workers
+    config.loglevel = "INFO"
+    if graceful is not None:
+        config.graceful_timeout = graceful
+    exit_code: int = run(config)
+    return exit_code
+
+
+def main(argv: list[str]) -> Any:
+    # A shell starts background jobs with SIGINT ignored; servers must see it as in a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    kind, fd = argv[0], int(argv[1])
+    graceful = float(argv[2]) if len(argv) > 2 else None
+    if kind in UVICORN or kind == "example":
+        return run_uvicorn(kind, fd, graceful)
+    return run_hypercorn(kind, fd, graceful)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
