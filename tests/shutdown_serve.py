@@ -110,19 +110,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def run_uvicorn(kind: str, fd: int, graceful: float | None) -> None:
+def run_uvicorn(kind: str, fd: int, graceful: float | None, target: Any = APP) -> None:
+    """What ``uvicorn APP`` runs, on the inherited socket (as under gunicorn)."""
     import uvicorn
 
     http, loop = UVICORN[kind]
     config = uvicorn.Config(
-        APP,
+        target,
         http=http,
         loop=loop,
         log_level="info",
         # Annotated int, used as asyncio.wait_for's float timeout (Server.shutdown).
         timeout_graceful_shutdown=graceful,  # type: ignore[arg-type]
     )
-    # What `uvicorn APP` runs, on the inherited socket (as under gunicorn).
     uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
 
 
@@ -139,26 +139,36 @@ def run_example(fd: int, graceful: float | None) -> None:
     example.Server(config).run(sockets=[socket.socket(fileno=fd)])
 
 
-def run_hypercorn(kind: str, fd: int, graceful: float | None) -> int:
+def run_hypercorn(
+    worker_class: str, fd: int, graceful: float | None, app: str = APP, workers: int = 1
+) -> int:
+    """What ``hypercorn APP`` runs: by default a main process and one worker process
+    (``--workers 1``); with ``workers=0`` the process that gets the signal serves
+    (``hypercorn.run.run`` calls the worker in process)."""
     from hypercorn.config import Config
     from hypercorn.run import run
 
     config = Config()
-    config.application_path = APP
+    config.application_path = app
     config.bind = [f"fd://{fd}"]
-    config.worker_class = HYPERCORN[kind]
+    config.worker_class = worker_class
+    config.workers = workers
     config.loglevel = "INFO"
     if graceful is not None:
         config.graceful_timeout = graceful
-    # What `hypercorn APP` runs: a main process and one worker process (`--workers 1`).
     exit_code: int = run(config)
     return exit_code
 
 
-def main(argv: list[str]) -> int:
-    # A shell starts background jobs with SIGINT ignored, and children inherit that: the
-    # servers must see Ctrl+C as they would in a terminal, whoever started the tests.
+def serve_signalled() -> None:
+    """Before a server starts: a shell starts background jobs with SIGINT ignored, and children
+    inherit that; the servers must see Ctrl+C as they would in a terminal, whoever started the
+    tests."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def main(argv: list[str]) -> int:
+    serve_signalled()
     kind, fd = argv[0], int(argv[1])
     graceful = float(argv[2]) if len(argv) > 2 else None
     if kind in UVICORN:
@@ -166,7 +176,7 @@ def main(argv: list[str]) -> int:
     elif kind == "example":
         run_example(fd, graceful)
     elif kind in HYPERCORN:
-        return run_hypercorn(kind, fd, graceful)
+        return run_hypercorn(HYPERCORN[kind], fd, graceful)
     else:
         raise SystemExit(UNKNOWN.format(kind=kind, kinds=KINDS))
     return 0

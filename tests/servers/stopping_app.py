@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -35,6 +34,7 @@ from fastapi_abort import (
 )
 from tests import EXAMPLES
 from tests.events import Emitter
+from tests.shutdown_serve import UVICORN, run_hypercorn, run_uvicorn, serve_signalled
 
 APP = "tests.servers.stopping_app:app"
 #: The environment variable naming the datagram socket the events go to.
@@ -132,55 +132,22 @@ async def ticker(websocket: WebSocket, rid: str, ct: CancellationToken = stream_
 
 # -- serving from Python ------------------------------------------------------------------------
 
-UVICORN = {"uvicorn-h11": ("h11", "asyncio"), "uvicorn-httptools": ("httptools", "uvloop")}
 #: hypercorn's kinds: (worker class, worker processes). With 0 the process that gets the signal
 #: serves (``hypercorn.run.run`` calls the worker in process); with 1 a main process gets it.
 HYPERCORN = {"hypercorn-asyncio": ("asyncio", 0), "hypercorn-asyncio-workers": ("asyncio", 1)}
 
 
-def run_uvicorn(kind: str, fd: int, graceful: float | None) -> None:
-    import uvicorn
-
-    target: Any = APP
-    if kind == "example":  # docs/examples/stopping.py, as `python stopping.py` serves it
-        sys.path.insert(0, str(EXAMPLES))
-        target, kind = importlib.import_module("stopping").app, "uvicorn-h11"
-    http, loop = UVICORN[kind]
-    config = uvicorn.Config(
-        target,
-        http=http,
-        loop=loop,
-        log_level="info",
-        timeout_graceful_shutdown=graceful,  # type: ignore[arg-type]
-    )
-    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
-
-
-def run_hypercorn(kind: str, fd: int, graceful: float | None) -> int:
-    from hypercorn.config import Config
-    from hypercorn.run import run
-
-    worker_class, workers = HYPERCORN[kind]
-    config = Config()
-    config.application_path = APP
-    config.bind = [f"fd://{fd}"]
-    config.worker_class = worker_class
-    config.workers = workers
-    config.loglevel = "INFO"
-    if graceful is not None:
-        config.graceful_timeout = graceful
-    exit_code: int = run(config)
-    return exit_code
-
-
 def main(argv: list[str]) -> Any:
-    # A shell starts background jobs with SIGINT ignored; servers must see it as in a terminal.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    serve_signalled()
     kind, fd = argv[0], int(argv[1])
     graceful = float(argv[2]) if len(argv) > 2 else None
-    if kind in UVICORN or kind == "example":
-        return run_uvicorn(kind, fd, graceful)
-    return run_hypercorn(kind, fd, graceful)
+    if kind == "example":  # docs/examples/stopping.py, as `python stopping.py` serves it
+        sys.path.insert(0, str(EXAMPLES))
+        return run_uvicorn("uvicorn-h11", fd, graceful, importlib.import_module("stopping").app)
+    if kind in UVICORN:
+        return run_uvicorn(kind, fd, graceful, APP)
+    worker_class, workers = HYPERCORN[kind]
+    return run_hypercorn(worker_class, fd, graceful, APP, workers)
 
 
 if __name__ == "__main__":

@@ -14,15 +14,9 @@ Locally a test skips when its server is not installed; under ``CI=true`` it fail
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-import re
 import signal
-import socket
-import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,78 +26,16 @@ from pathlib import Path
 
 import pytest
 
-from tests import ROOT
 from tests.events import Collector, Event
-from tests.raw_http import request_bytes
-from tests.serve import free_port, listening
 from tests.shutdown_app import EVENTS_ENV, LIFESPAN
 from tests.shutdown_serve import NEEDS, WORKER_TIMEOUT, command
+from tests.signalled import BOUND, Client, Server, require
 
 pytestmark = pytest.mark.server
 
-#: Seconds to wait for anything that should happen (a start, an event, an exit).
-BOUND = 20.0
 #: A request that nothing stops outlives every test.
 FOREVER = 60.0
 ROUTES = ("async", "sync", "stream")
-
-NOT_STOPPED = "{kind} did not exit within {timeout} s of the signal; its output:\n{output}"
-NOT_INSTALLED = "{kind} needs {missing}, which is not installed"
-NO_DATA = "the client did not receive {expected!r} within {timeout} s; it got {data!r}"
-
-
-class Client:
-    """One raw HTTP/1.1 GET on its own connection, read to the end in a thread."""
-
-    def __init__(self, port: int, path: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND)
-        self.data = b""
-        #: When the server closed the connection (``time.monotonic_ns()``), or None.
-        self.closed_ns: int | None = None
-        self._received = threading.Condition()
-        self.sock.sendall(request_bytes(path))
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                chunk = b""
-            except OSError:  # our own timeout: the server left the connection open
-                return
-            with self._received:
-                if not chunk:
-                    self.closed_ns = time.monotonic_ns()
-                self.data += chunk
-                self._received.notify_all()
-            if not chunk:
-                return
-
-    def wait_for(self, expected: bytes) -> None:
-        with self._received:
-            if not self._received.wait_for(lambda: expected in self.data, BOUND):
-                raise TimeoutError(NO_DATA.format(expected=expected, timeout=BOUND, data=self.data))
-
-    def finish(self) -> None:
-        """Wait (bounded) until the server closes the connection, then close ours."""
-        self._thread.join(timeout=BOUND)
-        self.sock.close()
-
-    @property
-    def status(self) -> int | None:
-        match = re.match(rb"HTTP/1\.1 (\d{3}) ", self.data)
-        return int(match.group(1)) if match else None
-
-    @property
-    def complete(self) -> bool:
-        """Whether a whole response came: a Content-Length body, or a chunked one's last chunk."""
-        head, _, body = self.data.partition(b"\r\n\r\n")
-        length = re.search(rb"(?i)\r\ncontent-length: (\d+)", head)
-        if length is not None:
-            return len(body) == int(length.group(1))
-        return body.endswith(b"0\r\n\r\n")
 
 
 @dataclass
@@ -150,100 +82,6 @@ class Shutdown:
         return "; ".join(parts)
 
 
-def _require(kind: str) -> None:
-    missing = [name for name in NEEDS[kind] if importlib.util.find_spec(name) is None]
-    if missing:
-        reason = NOT_INSTALLED.format(kind=kind, missing=", ".join(missing))
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}, and CI=true: every server must be tested in CI")
-        pytest.skip(reason)
-
-
-@contextmanager
-def _listener(kind: str) -> Iterator[tuple[int, int]]:
-    if kind == "granian":  # binds its own socket
-        yield -1, free_port()
-        return
-    listener = listening(64)
-    try:
-        yield listener.fileno(), listener.getsockname()[1]
-    finally:
-        listener.close()
-
-
-def _await_listening(port: int) -> None:
-    # granian's worker listens only after its lifespan startup and after it logs "Started
-    # worker" (src/workers.rs): a few ms that no event marks. A refused connection is retried
-    # (bounded), without sleeping.
-    deadline = time.monotonic() + BOUND
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=BOUND).close()
-            return
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-
-
-class Server:
-    """One server process, its output copied as it comes."""
-
-    def __init__(self, kind: str, graceful: float | None, events: Collector) -> None:
-        _require(kind)
-        self.kind = kind
-        self.lines: list[str] = []
-        self.logged = threading.Condition()
-        env = {**os.environ, EVENTS_ENV: str(events.path), "PYTHONUNBUFFERED": "1"}
-        with _listener(kind) as (fd, self.port):
-            self.process = subprocess.Popen(
-                command(kind, fd, self.port, graceful),
-                pass_fds=[fd] if fd >= 0 else [],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env=env,
-            )
-        self._copier = threading.Thread(target=self._copy, daemon=True)
-        self._copier.start()
-        if kind == "granian":
-            _await_listening(self.port)
-
-    def _copy(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            with self.logged:
-                self.lines.append(raw.decode(errors="replace"))
-                self.logged.notify_all()
-
-    def output(self) -> str:
-        with self.logged:
-            return "".join(self.lines)
-
-    def wait_logged(self, text: str) -> None:
-        with self.logged:
-            assert self.logged.wait_for(lambda: text in "".join(self.lines), BOUND), self.lines
-
-    def wait_exit(self) -> int:
-        try:
-            returncode = self.process.wait(timeout=BOUND)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(
-                NOT_STOPPED.format(kind=self.kind, timeout=BOUND, output=self.output())
-            ) from None
-        self._copier.join(timeout=BOUND)
-        return returncode
-
-    def kill(self) -> None:
-        """Kill the process if it still runs, and release its pipe."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=BOUND)
-        self._copier.join(timeout=BOUND)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-
-
 @contextmanager
 def _events() -> Iterator[Collector]:
     with tempfile.TemporaryDirectory(prefix="shutdown-") as directory:
@@ -252,6 +90,12 @@ def _events() -> Iterator[Collector]:
             yield events
         finally:
             events.close()
+
+
+def _server(kind: str, graceful: float | None, events: Collector) -> Server:
+    require(kind, NEEDS[kind])
+    env = {EVENTS_ENV: str(events.path)}
+    return Server(kind, lambda fd, port: command(kind, fd, port, graceful), env)
 
 
 def shutdown(
@@ -268,7 +112,7 @@ def shutdown(
         logged ``second_after``.
     """
     with _events() as events:
-        server = Server(kind, graceful, events)
+        server = _server(kind, graceful, events)
         try:
             rids = {route: uuid.uuid4().hex[:12] for route in holds}
             clients = {
@@ -525,7 +369,7 @@ def test_example_ends_its_streams_when_shutdown_starts() -> None:
     waits for the exit: the stream ends by itself, with its goodbye event and a complete
     response, and nothing is cancelled by the server."""
     with _events() as events:
-        server = Server("example", 30, events)
+        server = _server("example", 30, events)
         try:
             client = Client(server.port, "/ticks")
             client.wait_for(b"data: 0\n\n")

@@ -13,29 +13,19 @@ Locally a test skips when its server is not installed; under ``CI=true`` it fail
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import re
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from fastapi_abort._config import NO_SIGNAL_HOOK
-from tests import ROOT
 from tests.events import Collector, Event
-from tests.raw_http import request_bytes
-from tests.serve import free_port, listening
 from tests.servers.stopping_app import (
     APP,
     EVENTS_ENV,
@@ -44,12 +34,10 @@ from tests.servers.stopping_app import (
     LIFESPAN,
     STOPPING_ENV,
 )
-from tests.support import missing
+from tests.signalled import BOUND, Client, Server, require
 
 pytestmark = pytest.mark.server
 
-#: Seconds to wait for anything that should happen (a start, an event, an exit).
-BOUND = 20.0
 #: Streams and finite requests open at the signal (issue 16 asks for ten of each).
 N = 10
 #: Seconds a finite request takes.
@@ -69,62 +57,6 @@ NEEDS = {
     "example": ("uvicorn",),
     "uvicorn-workers": ("uvicorn",),
 }
-NOT_INSTALLED = "{kind} needs {missing}, which is not installed"
-NOT_STOPPED = "{kind} did not exit within {timeout} s of the signal; its output:\n{output}"
-
-
-def _require(kind: str) -> None:
-    absent = [name for name in NEEDS[kind] if importlib.util.find_spec(name) is None]
-    if absent:
-        missing(NOT_INSTALLED.format(kind=kind, missing=", ".join(absent)), "the server tests")
-
-
-class Client:
-    """One raw HTTP/1.1 GET on its own connection, read to the end in a thread."""
-
-    def __init__(self, port: int, path: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND)
-        self.data = b""
-        self._received = threading.Condition()
-        self.sock.sendall(request_bytes(path))
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                return
-            except OSError:  # our own timeout: the server left the connection open
-                return
-            if not chunk:
-                return
-            with self._received:
-                self.data += chunk
-                self._received.notify_all()
-
-    def wait_for(self, expected: bytes) -> None:
-        with self._received:
-            assert self._received.wait_for(lambda: expected in self.data, BOUND), self.data
-
-    def finish(self) -> None:
-        self._thread.join(timeout=BOUND)
-        self.sock.close()
-
-    @property
-    def status(self) -> int | None:
-        match = re.match(rb"HTTP/1\.1 (\d{3}) ", self.data)
-        return int(match.group(1)) if match else None
-
-    @property
-    def complete(self) -> bool:
-        """A whole response: a Content-Length body, or a chunked one's last chunk."""
-        head, _, body = self.data.partition(b"\r\n\r\n")
-        length = re.search(rb"(?i)\r\ncontent-length: (\d+)", head)
-        if length is not None:
-            return len(body) == int(length.group(1))
-        return body.endswith(b"0\r\n\r\n")
 
 
 def _command(kind: str, fd: int, port: int, graceful: float | None) -> list[str]:
@@ -148,30 +80,6 @@ def _command(kind: str, fd: int, port: int, graceful: float | None) -> list[str]
         return [sys.executable, "-m", "uvicorn", "--fd", str(fd), "--workers", "2", *timeout, APP]
     launch = [sys.executable, "-m", "tests.servers.stopping_app", kind, str(fd)]
     return launch if graceful is None else [*launch, repr(graceful)]
-
-
-@contextmanager
-def _listener(kind: str) -> Iterator[tuple[int, int]]:
-    if kind == "granian":  # binds its own socket
-        yield -1, free_port()
-        return
-    listener = listening(64)
-    try:
-        yield listener.fileno(), listener.getsockname()[1]
-    finally:
-        listener.close()
-
-
-def _await_listening(port: int) -> None:
-    # granian listens only after its worker's lifespan startup: retried, bounded, no sleep.
-    deadline = time.monotonic() + BOUND
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=BOUND).close()
-            return
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
 
 
 @dataclass
@@ -213,60 +121,26 @@ class Result:
 
 def serve_and_stop(kind: str, graceful: float | None, *, stopping: bool = True) -> Result:
     """Start ``kind``, open ``N`` streams and ``N`` slow requests, SIGTERM, wait for the exit."""
-    _require(kind)
+    require(kind, NEEDS[kind])
     with tempfile.TemporaryDirectory(prefix="stopping-") as directory:
         events = Collector(Path(directory))
-        env = {
-            **os.environ,
-            EVENTS_ENV: str(events.path),
-            STOPPING_ENV: "1" if stopping else "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-        lines: list[str] = []
+        env = {EVENTS_ENV: str(events.path), STOPPING_ENV: "1" if stopping else "0"}
         try:
-            with _listener(kind) as (fd, port):
-                process = subprocess.Popen(
-                    _command(kind, fd, port, graceful),
-                    pass_fds=[fd] if fd >= 0 else [],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                    env=env,
-                )
-            assert process.stdout is not None
-            stdout = process.stdout
-            copier = threading.Thread(
-                target=lambda: lines.extend(raw.decode(errors="replace") for raw in stdout),
-                daemon=True,
-            )
-            copier.start()
+            server = Server(kind, lambda fd, port: _command(kind, fd, port, graceful), env)
             try:
-                if kind == "granian":
-                    _await_listening(port)
                 rids = {f"stream-{i}-{uuid.uuid4().hex[:8]}": "events" for i in range(N)}
                 rids |= {f"slow-{i}-{uuid.uuid4().hex[:8]}": "slow" for i in range(N)}
                 clients = {
-                    rid: Client(port, f"/{route}/{rid}?hold={SLOW}") for rid, route in rids.items()
+                    rid: Client(server.port, f"/{route}/{rid}?hold={SLOW}")
+                    for rid, route in rids.items()
                 }
                 started = {rid: events.wait(rid, "started", BOUND) for rid in rids}
                 signalled_ns = time.monotonic_ns()
-                process.send_signal(signal.SIGTERM)
-                try:
-                    returncode = process.wait(timeout=BOUND)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=BOUND)
-                    copier.join(timeout=BOUND)
-                    raise AssertionError(
-                        NOT_STOPPED.format(kind=kind, timeout=BOUND, output="".join(lines))
-                    ) from None
+                server.process.send_signal(signal.SIGTERM)
+                returncode = server.wait_exit()
                 exited_ns = time.monotonic_ns()
             finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait(timeout=BOUND)
-                copier.join(timeout=BOUND)
-                stdout.close()
+                server.kill()
             for client in clients.values():
                 client.finish()
             requests = {
@@ -275,7 +149,7 @@ def serve_and_stop(kind: str, graceful: float | None, *, stopping: bool = True) 
             result = Result(
                 kind,
                 returncode,
-                "".join(lines),
+                server.output(),
                 signalled_ns,
                 exited_ns,
                 [requests[rid] for rid, route in rids.items() if route == "events"],
@@ -425,37 +299,28 @@ def test_gunicorn_uvicorn_worker_ends_the_streams_at_sigterm() -> None:
 
 def test_the_example_ends_its_stream_at_sigterm_and_finishes_the_report() -> None:
     """``docs/examples/stopping.py`` under uvicorn, as its ``__main__`` serves it."""
-    _require("example")
-    with _listener("example") as (fd, port):
-        process = subprocess.Popen(
-            _command("example", fd, port, 30.0),
-            pass_fds=[fd],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    require("example", NEEDS["example"])
+    server = Server("example", lambda fd, port: _command("example", fd, port, 30.0), {})
     try:
         # The report's connection comes first: uvicorn starts its request task before the
         # stream's, so the stream's first event means the report runs too.
-        report = Client(port, "/report")
-        ticks = Client(port, "/ticks")
+        report = Client(server.port, "/report")
+        ticks = Client(server.port, "/ticks")
         ticks.wait_for(b"data: 0")
         signalled = time.monotonic()
-        process.send_signal(signal.SIGTERM)
+        server.process.send_signal(signal.SIGTERM)
         ticks.finish()
         ended = time.monotonic() - signalled
         report.finish()
-        output, _ = process.communicate(timeout=BOUND)
+        returncode = server.wait_exit()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=BOUND)
+        server.kill()
     assert ended < PROMPT, ended
     assert ticks.data.endswith(b"data: server restarting\n\n\r\n0\r\n\r\n"), ticks.data
     assert report.status == 200, report.data
     assert report.data.endswith(b'{"report":"done"}'), report.data
-    assert b"ERROR" not in output, output
-    assert process.returncode == -signal.SIGTERM
+    assert "ERROR" not in server.output(), server.output()
+    assert returncode == -signal.SIGTERM
 
 
 # -- WebSockets ---------------------------------------------------------------------------------
@@ -499,35 +364,25 @@ def test_websockets_close_as_going_away_at_sigterm(kind: str) -> None:
     protocols/websockets/websockets_impl.py), a tick after the signal; hypercorn waits for them
     until its graceful timeout. With the stopping token the app closes them first, with its own
     code and reason, within milliseconds of the signal."""
-    _require(kind)
+    require(kind, NEEDS[kind])
     with tempfile.TemporaryDirectory(prefix="stopping-") as directory:
         events = Collector(Path(directory))
-        env = {**os.environ, EVENTS_ENV: str(events.path), "PYTHONUNBUFFERED": "1"}
+        env = {EVENTS_ENV: str(events.path)}
         try:
-            with _listener(kind) as (fd, port):
-                process = subprocess.Popen(
-                    _command(kind, fd, port, None),
-                    pass_fds=[fd],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                    env=env,
-                )
+            server = Server(kind, lambda fd, port: _command(kind, fd, port, None), env)
             try:
                 rids = [f"ws-{i}-{uuid.uuid4().hex[:8]}" for i in range(N)]
-                clients = [WebSocketClient(port, f"/ws/{rid}") for rid in rids]
+                clients = [WebSocketClient(server.port, f"/ws/{rid}") for rid in rids]
                 for rid in rids:
                     events.wait(rid, "started", BOUND)
                 signalled = time.monotonic()
                 for client in clients:
                     client.signalled = signalled
-                process.send_signal(signal.SIGTERM)
+                server.process.send_signal(signal.SIGTERM)
                 closes = [client.finish() for client in clients]
-                output, _ = process.communicate(timeout=BOUND)
+                server.wait_exit()
             finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.communicate(timeout=BOUND)
+                server.kill()
             ended = [events.get(rid, "ended") for rid in rids]
         finally:
             events.close()
@@ -538,5 +393,6 @@ def test_websockets_close_as_going_away_at_sigterm(kind: str) -> None:
     assert len(times) == N, after
     assert max(times) < PROMPT, after
     print(f"{kind}: {N} WebSockets closed {min(times):.3f} to {max(times):.3f} s")
-    assert b"ERROR" not in output, output
-    assert b"Traceback" not in output, output
+    output = server.output()
+    assert "ERROR" not in output, output
+    assert "Traceback" not in output, output
