@@ -297,18 +297,32 @@ class Demo:
             except queue.Empty:
                 continue
 
+    def drained(self) -> list[str]:
+        """Every line the demo wrote so far, those a test waited for included."""
+        while not self.lines.empty():
+            self.seen.append(self.lines.get_nowait())
+        return self.seen
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
 
+#: Seconds the demo may take to stop once told to.
+DEMO_STOP = 15.0
+
+
 @contextlib.contextmanager
-def running_demo(db: Path) -> Iterator[Demo]:
-    """``python -m demo_app`` on a free port, with its database at ``db``; stopped on exit, and
-    checked for warnings and errors in its log."""
+def running_demo(db: Path, database: str | None = None) -> Iterator[Demo]:
+    """``python -m demo_app`` on a free port, with its SQLite database at ``db`` (or, with
+    ``database``, on that PostgreSQL DSN, ``db`` then staying unused); stopped on exit, and
+    checked for warnings and errors in its log. A demo that does not stop in time (a request
+    still running keeps uvicorn from stopping) is killed, so that no process outlives the test,
+    and the failure says so with the demo's log."""
     port = free_port()
+    command = [sys.executable, "-m", "demo_app", "--port", str(port), "--db", str(db)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "demo_app", "--port", str(port), "--db", str(db)],
+        command if database is None else [*command, "--database", database],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -316,19 +330,25 @@ def running_demo(db: Path) -> Iterator[Demo]:
     )
     server = Demo(process, port)
     try:
-        server.wait_for_line(rf"Uvicorn running on http://127\.0\.0\.1:{port}")
+        # Filling PostgreSQL's tables on first start takes a few seconds on a loaded machine.
+        server.wait_for_line(rf"Uvicorn running on http://127\.0\.0\.1:{port}", timeout=60)
         yield server
     finally:
         process.terminate()
-        process.wait(timeout=15)
-        server.pump.join(timeout=15)  # reads to EOF, then the pipe can be closed
-        assert process.stdout is not None
-        process.stdout.close()
-        while not server.lines.empty():
-            server.seen.append(server.lines.get_nowait())
+        try:
+            process.wait(timeout=DEMO_STOP)
+        except subprocess.TimeoutExpired as timeout:
+            process.kill()
+            process.wait(timeout=DEMO_STOP)
+            message = f"the demo did not stop within {DEMO_STOP} s: {server.drained()}"
+            raise AssertionError(message) from timeout
+        finally:
+            server.pump.join(timeout=DEMO_STOP)  # reads to EOF, then the pipe can be closed
+            assert process.stdout is not None
+            process.stdout.close()
     errors = [
         line
-        for line in server.seen
+        for line in server.drained()
         if re.search(r"WARNING|ERROR|Traceback", line) and not re.search(DEADLINE_WARNING, line)
     ]
     assert not errors

@@ -9,10 +9,6 @@ log says why the statement ended.
 
 from __future__ import annotations
 
-import contextlib
-import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +20,7 @@ import psycopg
 import pytest
 
 from demo_app.report_postgres import SCHEMA
-from tests import ROOT
 from tests.databases.postgres import Cluster
-from tests.serve import free_port
 from tests.support import Demo, requesting, running_demo
 
 pytestmark = pytest.mark.server
@@ -35,57 +29,8 @@ DATABASE = "demo"
 WATCHER = "fastapi-abort-demo-watcher"
 BOUND = 15.0  # seconds any wait for the server may take before the test fails
 CANCELLED = "canceling statement due to user request"
-NOISY = re.compile(r"WARNING|ERROR|Traceback")
 PAIRS = "JOIN sales AS b"  # a piece of the long statement's text, as pg_stat_activity shows it
 SALES = "FROM sales WHERE employee_id"  # the report's statement, once per employee
-
-
-@contextlib.contextmanager
-def running_on_postgres(dsn: str, db: Path) -> Iterator[Demo]:
-    """``python -m demo_app --database DSN`` on a free port; stopped on exit, its log checked
-    for warnings and errors. ``db``: an SQLite path that must stay unused."""
-    port = free_port()
-    command = [sys.executable, "-m", "demo_app", "--port", str(port), "--db", str(db)]
-    process = subprocess.Popen(
-        [*command, "--database", dsn],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = Demo(process, port)
-    try:
-        # Filling the tables on first start takes a few seconds on a loaded machine.
-        server.wait_for_line(rf"Uvicorn running on http://127\.0\.0\.1:{port}", timeout=60)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=BOUND)
-        except subprocess.TimeoutExpired as timeout:
-            # A request still running keeps uvicorn from stopping: killed, so that no process
-            # outlives the test, and the failure says so with the demo's log.
-            process.kill()
-            process.wait(timeout=BOUND)
-            server.pump.join(timeout=BOUND)
-            assert process.stdout is not None
-            process.stdout.close()
-            message = f"the demo did not stop within {BOUND} s: {drained(server)}"
-            raise AssertionError(message) from timeout
-        server.pump.join(timeout=BOUND)
-        assert process.stdout is not None
-        process.stdout.close()
-        while not server.lines.empty():
-            server.seen.append(server.lines.get_nowait())
-    assert [line for line in server.seen if NOISY.search(line)] == []
-    assert not db.exists()
-
-
-def drained(server: Demo) -> list[str]:
-    """Every line the demo wrote so far, those a test waited for included."""
-    while not server.lines.empty():
-        server.seen.append(server.lines.get_nowait())
-    return server.seen
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +43,7 @@ def dsn(postgres: Cluster) -> str:
 
 @pytest.fixture(scope="module")
 def demo(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    with running_on_postgres(dsn, tmp_path_factory.mktemp("demo-pg") / "unused.sqlite3") as server:
+    with running_demo(tmp_path_factory.mktemp("demo-pg") / "unused.sqlite3", dsn) as server:
         yield server
 
 
@@ -151,7 +96,7 @@ def stopped(conn: psycopg.Connection[tuple[Any, ...]], pid: int, demo: Demo) -> 
     ).fetchone()
     raise AssertionError(
         f"backend {pid} still ran its statement after {BOUND} s: {activity}; "
-        f"the demo logged: {drained(demo)[-20:]}"
+        f"the demo logged: {demo.drained()[-20:]}"
     )
 
 
