@@ -105,7 +105,8 @@ def create_app(db_path: Path | None = None, database: str | None = None) -> ASGI
 
     app = FastAPI(title="fastapi-abort demo", lifespan=lifespan)
     # The panel marks a request cancelled (499) or ended by its deadline (504) from this hook.
-    install(app, on_abort=panel.record_abort)
+    # stopping=True: the endless panel stream and the ticker end as soon as Ctrl+C comes.
+    install(app, on_abort=panel.record_abort, stopping=True)
     app.state.db_path = path
     app.state.panel = live = panel.Panel()
     for module in (lottery, slow, sync_work, backend, stream, deadline, legacy, ticker, panel):

@@ -7,6 +7,9 @@ the app passes to ``install()``. A WebSocket is not reported to the hook (a peer
 WebSocket's normal end), so the middleware sees the peer leave itself: a
 ``websocket.disconnect`` before the app closed the connection. The page reads
 ``/panel/events``, a server-sent-events stream that sends the whole (short) list on every change.
+It never ends by itself: its token is linked with the app's stopping token
+(``Depends(stop_on_shutdown)``), so that Ctrl+C ends it at once, with an event that asks the page
+to reconnect, instead of keeping uvicorn waiting for it.
 
 Memory is bounded: the panel keeps the last ``SIZE`` requests, and subscribers share one event
 that is set on every change, so there is no queue per subscriber to grow.
@@ -27,10 +30,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastapi_abort import AbortedRequest, CancellationReason, RequestAborted
+from fastapi_abort import (
+    AbortedRequest,
+    CancellationReason,
+    OperationCancelled,
+    StopOnShutdown,
+)
 
 SIZE = 20  # requests shown
 NOT_SHOWN = frozenset({"/panel/events", "/favicon.ico"})
+#: The panel stream's last event when the server shuts down: EventSource reconnects after 2 s.
+RESTART = "event: restart\nretry: 2000\ndata: server restarting\n\n"
 
 
 @dataclass
@@ -144,15 +154,21 @@ router = APIRouter(tags=["panel"])
 
 
 @router.get("/panel/events", response_class=StreamingResponse)
-async def events(request: Request, ct: RequestAborted) -> StreamingResponse:
+async def events(request: Request, ct: StopOnShutdown) -> StreamingResponse:
     panel: Panel = request.app.state.panel
 
     async def stream() -> AsyncIterator[str]:
-        while True:
-            version = panel.version
-            yield f"data: {panel.snapshot()}\n\n"
-            # Ends the stream the moment the page is closed, even if nothing changes.
-            with ct.scope():
-                await panel.wait_changed(version)
+        try:
+            while True:
+                version = panel.version
+                yield f"data: {panel.snapshot()}\n\n"
+                # Ends the stream the moment the page is closed, or the server starts to shut
+                # down, even if nothing changes.
+                with ct.scope():
+                    await panel.wait_changed(version)
+        except OperationCancelled:
+            if ct.reason is not CancellationReason.SHUTDOWN:
+                raise  # the page was closed: nobody to tell
+        yield RESTART
 
     return StreamingResponse(stream(), media_type="text/event-stream")

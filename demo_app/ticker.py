@@ -5,7 +5,9 @@ page was closed until a send failed. It gets the same token as an HTTP endpoint,
 ``ct.sleep()`` raises ``OperationCancelled`` the moment the peer leaves (a closed tab, or a
 click to another page). fastapi-abort ends the connection quietly (a peer that leaves is a
 WebSocket's normal end: no 499 line), and the log says "ticker stopped after draw N: client
-disconnected".
+disconnected". The token is linked with the app's stopping token (``StopOnShutdown``): when the
+server starts to shut down (Ctrl+C), the ticker closes the connection at once as "going away"
+(1001), instead of keeping uvicorn waiting for its five minutes.
 """
 
 import logging
@@ -14,7 +16,7 @@ import random
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import HTMLResponse
 
-from fastapi_abort import RequestAborted
+from fastapi_abort import CancellationReason, OperationCancelled, StopOnShutdown
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +24,7 @@ router = APIRouter(prefix="/ticker", tags=["ticker"])
 
 DRAWS = 600  # five minutes, then the server closes the connection itself
 PAUSE = 0.5  # seconds between draws
+GOING_AWAY = 1001  # the close code at shutdown (RFC 6455)
 
 PAGE = """<!doctype html>
 <title>Draw ticker</title>
@@ -52,7 +55,7 @@ async def page() -> str:
 
 
 @router.websocket("/draws")
-async def draws(websocket: WebSocket, ct: RequestAborted) -> None:
+async def draws(websocket: WebSocket, ct: StopOnShutdown) -> None:
     await websocket.accept()
     sent = 0
     logger.info("ticker started")
@@ -60,7 +63,12 @@ async def draws(websocket: WebSocket, ct: RequestAborted) -> None:
         while sent < DRAWS:
             await websocket.send_json({"draw": sent + 1, "number": random.randint(0, 999)})
             sent += 1
-            await ct.sleep(PAUSE)  # raises OperationCancelled the moment the peer leaves
+            # Raises OperationCancelled the moment the peer leaves, or shutdown starts.
+            await ct.sleep(PAUSE)
         await websocket.close()
+    except OperationCancelled:
+        if ct.reason is not CancellationReason.SHUTDOWN:
+            raise  # the peer left: fastapi-abort ends the connection quietly
+        await websocket.close(GOING_AWAY, "server restarting")
     finally:
         logger.info("ticker stopped after draw %d: %s", sent, ct.reason or "all sent")

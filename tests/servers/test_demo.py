@@ -6,13 +6,15 @@ import base64
 import json
 import os
 import re
+import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import DEADLINE_WARNING, Demo, requesting, running_demo
+from tests.support import DEADLINE_WARNING, DEMO_STOP, Demo, requesting, running_demo
 
 pytestmark = pytest.mark.server
 
@@ -180,12 +182,18 @@ def receive_exactly(client: socket.socket, size: int) -> bytes:
     return data
 
 
-def receive_text_frame(client: socket.socket) -> str:
-    """One unfragmented text frame from the server (unmasked, shorter than 126 bytes)."""
+def receive_frame(client: socket.socket) -> tuple[int, bytes]:
+    """One unfragmented frame from the server (unmasked, shorter than 126 bytes): its first
+    byte (FIN and opcode) and its payload."""
     opcode, length = receive_exactly(client, 2)
-    assert opcode == 0x81, hex(opcode)  # FIN, text
     assert length < 126, length
-    return receive_exactly(client, length).decode()
+    return opcode, receive_exactly(client, length)
+
+
+def receive_text_frame(client: socket.socket) -> str:
+    opcode, payload = receive_frame(client)
+    assert opcode == 0x81, hex(opcode)  # FIN, text
+    return payload.decode()
 
 
 def test_the_ticker_sends_draws_and_stops_when_its_peer_leaves(demo: Demo) -> None:
@@ -197,3 +205,27 @@ def test_the_ticker_sends_draws_and_stops_when_its_peer_leaves(demo: Demo) -> No
     demo.wait_for_line(r"demo_app\.ticker: ticker stopped after draw \d+: client disconnected")
     entry = panel_entry(demo, "/ticker/draws", "cancelled")
     assert entry["method"] == "WEBSOCKET"
+
+
+def test_ctrl_c_ends_the_panel_stream_and_the_ticker_and_the_demo_exits(
+    tmp_path: Path,
+) -> None:
+    """Both never end by themselves, and uvicorn waits for them at its shutdown: without the
+    stopping token the demo would not exit (``running_demo`` kills it after its bound, and
+    fails). With it, SIGINT, as Ctrl+C sends, ends each with its last word."""
+    with running_demo(tmp_path / "demo.sqlite3") as demo:
+        ticker = open_websocket(demo, "/ticker/draws")
+        with ticker, httpx.stream("GET", f"{demo.url}/panel/events", timeout=10) as panel:
+            lines = panel.iter_lines()
+            assert next(lines).startswith("data: [")
+            assert json.loads(receive_text_frame(ticker))["draw"] == 1
+            demo.process.send_signal(signal.SIGINT)
+            rest = list(lines)  # to the end of the response, which the server ends
+            frames = [receive_frame(ticker)]
+            while frames[-1][0] != 0x88:  # FIN, close
+                frames.append(receive_frame(ticker))
+        assert rest[-4:] == ["event: restart", "retry: 2000", "data: server restarting", ""]
+        code = int.from_bytes(frames[-1][1][:2], "big")
+        assert (code, frames[-1][1][2:]) == (1001, b"server restarting")
+        demo.wait_for_line(r"demo_app\.ticker: ticker stopped after draw \d+: shutdown")
+        assert demo.process.wait(timeout=DEMO_STOP) == 0
