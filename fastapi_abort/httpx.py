@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 import anyio
 
 from ._budget import BUDGET_HEADER, budget_of, budget_value
-from ._token import CancellationToken, OperationCancelled
+from ._cancelled import OperationCancelled
+from ._token import CancellationToken
 
 HTTPX_MISSING = (
     "fastapi_abort.httpx needs httpx, which is not installed. Install the extra: "
@@ -143,6 +144,10 @@ async def _outlast(token: CancellationToken, response: httpx.Response) -> None:
         # The token's timer, due first on the same loop, cancels the scope this sleep runs in;
         # the 2 ms are room for a loop clock that counts whole milliseconds (uvloop).
         await anyio.sleep(remaining + 0.002)
+        # The deadline has passed; its timer may not have reached this loop yet (on trio it
+        # fires in a thread of its own, and a loaded machine delays the hand-over): the check
+        # reads the passed deadline itself.
+        token.throw_if_cancellation_requested()
     except BaseException:
         with anyio.CancelScope(shield=True):
             await response.aclose()
