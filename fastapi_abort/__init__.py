@@ -5,6 +5,7 @@ the server trips when the client disconnects.
 """
 
 from ._budget import BUDGET_HEADER as BUDGET_HEADER
+from ._cancelled import OperationCancelled as OperationCancelled
 from ._config import Options as Options
 from ._dependency import RequestAborted as RequestAborted
 from ._dependency import deadline as deadline
@@ -22,7 +23,6 @@ from ._stopping import StopOnShutdown as StopOnShutdown
 from ._stopping import stop_on_shutdown as stop_on_shutdown
 from ._stopping import stopping_token as stopping_token
 from ._token import CancellationToken as CancellationToken
-from ._token import OperationCancelled as OperationCancelled
 
 __version__ = "0.1.0"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import TypeGuard
 
+BAD_SECONDS = "{what}() needs a number of seconds that is >= 0 (inf: no limit), got {seconds!r}"
+
 
 def is_seconds(value: object, *, zero: bool = True, inf: bool = False) -> TypeGuard[float]:
     """Whether ``value`` is a number of seconds: an int or float, not a bool, and not NaN;
@@ -23,3 +25,10 @@ def is_seconds(value: object, *, zero: bool = True, inf: bool = False) -> TypeGu
 def is_count(value: object, *, low: int = 0) -> TypeGuard[int]:
     """Whether ``value`` is an int (not a bool) that is ``>= low``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_seconds(what: str, seconds: object) -> None:
+    """Raise ``ValueError`` (:data:`BAD_SECONDS`) unless ``seconds`` is a number of seconds
+    ``>= 0``, infinity included, for the token's method ``what``."""
+    if not is_seconds(seconds, inf=True):
+        raise ValueError(BAD_SECONDS.format(what=what, seconds=seconds))

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from ._cancelled import OperationCancelled
 from ._reason import CancellationReason
-from ._token import OperationCancelled
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # anyio depends on it below 3.11

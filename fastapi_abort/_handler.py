@@ -8,10 +8,10 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
+from ._cancelled import OperationCancelled
 from ._endings import WebSocketAnswer, answer, deadline_problem, printable, why_cancelled
 from ._reason import CancellationReason
 from ._state import SCOPE_KEY, RequestState
-from ._token import OperationCancelled
 
 logger = logging.getLogger("fastapi_abort")
 

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import ClientDisconnect
 
+from ._cancelled import OperationCancelled
 from ._config import BAD_STOPPING, Config, Options
 from ._dependency import preemptive as preemptive_dependency
 from ._handler import client_disconnect_handler, operation_cancelled_handler
 from ._middleware import RequestAbortedMiddleware
 from ._stopping import install_stopping
-from ._token import OperationCancelled
 
 if sys.version_info >= (3, 11):
     from typing import Unpack

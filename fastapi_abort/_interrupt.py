@@ -1,7 +1,7 @@
-"""Interrupting work: what a cancelled token raises, and work with a cancellation of its own.
+"""Interrupting work that has a cancellation of its own: ``run()`` and ``cancel_on()``.
 
-:func:`cancelled` is what every check of the token raises. Work with its own cancellation
-(drivers that cancel a query on the server) has two shapes, one for each kind of code:
+Work with its own cancellation (drivers that cancel a query on the server) has two shapes, one
+for each kind of code:
 
 * :func:`run`, for an ``await``: the awaitable runs in a task of its own, which the token
   cancels **once** (edge-triggered, as asyncio's own cancellation is). An anyio cancel scope is
@@ -29,6 +29,7 @@ import anyio
 import anyio.from_thread
 
 from ._backend import call_soon_threadsafe, running_asyncio_loop
+from ._cancelled import OperationCancelled
 from ._wake import on_loop
 
 if TYPE_CHECKING:
@@ -44,29 +45,8 @@ BAD_REPEAT = "cancel_on() needs repeat > 0 seconds, got {repeat!r}"
 MAX_REPEAT = 1.0
 
 
-def cancelled(token: CancellationToken) -> BaseException:
-    """The exception a check of the cancelled ``token`` raises: :class:`OperationCancelled`.
-
-    Except in a worker thread (``def`` code run by ``anyio.to_thread``) whose host task is being
-    cancelled itself: then that cancellation, as the code would meet it without the token.
-    Starlette cancels the task that iterates a ``def`` generator when the client of its
-    ``StreamingResponse`` leaves, and the thread's ``OperationCancelled`` would escape the
-    response in place of it: the inner middleware would see an error, and the response's
-    background task would not run. (A thread of a host that nothing cancels, a ``def``
-    endpoint's, gets ``OperationCancelled``; so does a thread of another kind.)
-    """
-    from ._token import OperationCancelled
-
-    if threading.current_thread() is not threading.main_thread():
-        with contextlib.suppress(RuntimeError):  # raised outside an anyio worker thread
-            anyio.from_thread.check_cancelled()  # raises the host's cancellation, if any
-    return OperationCancelled(token)
-
-
 async def run(token: CancellationToken, awaitable: Awaitable[T]) -> T:
     """CancellationToken.run(): see its docstring."""
-    from ._token import OperationCancelled
-
     if token.is_cancellation_requested:
         _close(awaitable)
         raise OperationCancelled(token)
@@ -117,8 +97,6 @@ def cancel_on(
     repeat: float,
 ) -> Iterator[None]:
     """CancellationToken.cancel_on(): see its docstring."""
-    from ._token import OperationCancelled
-
     if not repeat > 0:
         raise ValueError(BAD_REPEAT.format(repeat=repeat))
     token.throw_if_cancellation_requested()

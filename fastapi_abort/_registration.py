@@ -1,4 +1,4 @@
-"""The handle of a callback registered on a token, to take it back."""
+"""Registering a callback on a token, and the handle that takes it back."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, final
 
 from ._lifecycle import lock
 from ._reason import NOT_CANCELLED
+from ._wake import run_callback
 
 if TYPE_CHECKING:
     from ._token import CancellationToken
@@ -52,3 +53,24 @@ class CancellationTokenRegistration:
         tb: TracebackType | None,
     ) -> None:
         self.unregister()
+
+
+def register(
+    token: CancellationToken, callback: Callable[[], object]
+) -> CancellationTokenRegistration:
+    """CancellationToken.register()."""
+    if token._deadline is not None or token._parents:
+        # A passed deadline, this token's or a parent's, cancels now.
+        token.is_cancellation_requested  # noqa: B018
+    # Made before taking the lock: an allocation may start a garbage collection, whose
+    # finalizers may cancel a token, and the lock is not reentrant.
+    registration = CancellationTokenRegistration(token, callback)
+    with lock:
+        callbacks = token._callbacks
+        if callbacks is not None:
+            callbacks[registration] = None
+            return registration
+    registration._token = None
+    if token._reason is not NOT_CANCELLED:
+        run_callback(callback)
+    return registration

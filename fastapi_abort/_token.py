@@ -1,53 +1,28 @@
-"""The token: what work reads, waits on and is cancelled through; and the exception it raises.
+"""The token: what work reads, waits on and is cancelled through.
 
-Its state is changed in ``_lifecycle`` (by the source, and by a request's state); callbacks and
-waiters are woken through ``_wake``; ``run()`` and ``cancel_on()`` are ``_interrupt``'s.
+The class holds the whole public surface, each method with the promise it makes; the longer
+bodies live with their concept: the state changes in ``_lifecycle`` (by the source, and by a
+request's state), registering in ``_registration``, the waits in ``_waiting``, ``run()`` and
+``cancel_on()`` in ``_interrupt``, what a check raises in ``_cancelled``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import ClassVar, TypeVar, final
 
 import anyio
 
-from . import _interrupt, _lifecycle
-from ._backend import call_soon_threadsafe, running_asyncio_loop
-from ._checks import is_seconds
-from ._lifecycle import lock
+from . import _interrupt, _lifecycle, _registration, _waiting
+from ._cancelled import cancelled
+from ._checks import check_seconds
 from ._reason import NOT_CANCELLED, CancellationReason
 from ._registration import CancellationTokenRegistration
-from ._wake import WakeFuture, on_loop, run_callback
 
 T = TypeVar("T")
-
-BAD_SECONDS = "{what}() needs a number of seconds that is >= 0 (inf: no limit), got {seconds!r}"
-
-
-class OperationCancelled(Exception):
-    """Raised when an operation stops because its token was cancelled.
-
-    It subclasses :class:`Exception` (not ``BaseException``) on purpose, so FastAPI exception
-    handlers see it. It is *not* the event loop's own cancellation (``asyncio.CancelledError``,
-    ``trio.Cancelled``): those are never turned into this exception, and should never be
-    swallowed.
-
-    :ivar token: the token whose cancellation stopped the operation.
-    :ivar reason: that token's :attr:`CancellationToken.reason` when this was raised.
-    """
-
-    # Named where users import it from, in tracebacks, in an OpenTelemetry span's error.type
-    # and in Sentry's grouping: fastapi_abort.OperationCancelled, not this private module.
-    __module__ = "fastapi_abort"
-
-    def __init__(self, token: CancellationToken, message: str | None = None) -> None:
-        self.token = token
-        self.reason = token.reason
-        super().__init__(message or f"The operation was cancelled ({self.reason})")
 
 
 @final
@@ -167,7 +142,7 @@ class CancellationToken:
         if self._reason is not NOT_CANCELLED or (
             (self._deadline is not None or self._parents) and self.is_cancellation_requested
         ):
-            raise _interrupt.cancelled(self)
+            raise cancelled(self)
 
     # -- callbacks -----------------------------------------------------------------------------
 
@@ -185,21 +160,7 @@ class CancellationToken:
         :returns: a registration; ``unregister()`` it (or use it as a context manager) once the
             callback is no longer wanted, so that it is not kept alive.
         """
-        if self._deadline is not None or self._parents:
-            # A passed deadline, this token's or a parent's, cancels now.
-            self.is_cancellation_requested  # noqa: B018
-        # Made before taking the lock: an allocation may start a garbage collection, whose
-        # finalizers may cancel a token, and the lock is not reentrant.
-        registration = CancellationTokenRegistration(self, callback)
-        with lock:
-            callbacks = self._callbacks
-            if callbacks is not None:
-                callbacks[registration] = None
-                return registration
-        registration._token = None
-        if self._reason is not NOT_CANCELLED:
-            run_callback(callback)
-        return registration
+        return _registration.register(self, callback)
 
     # -- waiting -------------------------------------------------------------------------------
 
@@ -211,21 +172,7 @@ class CancellationToken:
         anyio way: ``with anyio.move_on_after(0.5): await token.wait()``, then check
         :attr:`is_cancellation_requested`.
         """
-        if self.is_cancellation_requested:
-            return
-        loop = running_asyncio_loop()
-        if loop is not None:
-            # A bare future and a one-slot callback: a waiting request holds about 600 bytes
-            # less than with an anyio.Event (an asyncio.Event, its deque, two coroutine frames)
-            # and a closure (measured with tracemalloc, python -m benchmarks.micro memory).
-            future = loop.create_future()
-            with self.register(WakeFuture(future)):
-                await future
-            return
-        event = anyio.Event()
-        call_soon = call_soon_threadsafe("CancellationToken.wait()")
-        with self.register(on_loop(event.set, call_soon)):
-            await event.wait()
+        await _waiting.wait(self)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep for ``seconds``, unless the token is cancelled first.
@@ -235,13 +182,12 @@ class CancellationToken:
         :raises OperationCancelled: at once if the token is already cancelled, otherwise as soon
             as it is cancelled during the sleep.
         """
-        _check_seconds("sleep", seconds)
+        check_seconds("sleep", seconds)
         self.throw_if_cancellation_requested()
         with self.scope():
             await anyio.sleep(seconds)
 
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[anyio.CancelScope]:
+    def scope(self) -> contextlib.AbstractContextManager[anyio.CancelScope]:
         """Cancel whatever is awaited inside the block when the token is cancelled.
 
         ::
@@ -259,20 +205,7 @@ class CancellationToken:
         :raises OperationCancelled: if the token cancelled an await inside the block.
         :raises RuntimeError: if no asyncio or trio loop runs in this thread.
         """
-        if not self.can_be_cancelled:
-            with anyio.CancelScope() as cancel_scope:
-                yield cancel_scope
-            return
-        # Checks for a loop first, so that a worker thread gets the error that explains itself.
-        call_soon = call_soon_threadsafe("CancellationToken.scope()")
-        cancel_scope = anyio.CancelScope()
-        with self.register(on_loop(cancel_scope.cancel, call_soon)), cancel_scope:
-            yield cancel_scope
-        # cancelled_caught is true only if this scope's own cancellation was caught (an outer
-        # one propagates out of the `with` above): by the token, or through the yielded scope
-        # (its deadline, its cancel()), which is not the token's doing.
-        if cancel_scope.cancelled_caught and self.is_cancellation_requested:
-            raise OperationCancelled(self)
+        return _waiting.scope(self)
 
     async def run(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable``, cancelling it once if the token is cancelled meanwhile.
@@ -339,30 +272,7 @@ class CancellationToken:
 
         :returns: whether the token is cancelled.
         """
-        if timeout is not None:
-            _check_seconds("wait_blocking", timeout)
-            if timeout == math.inf:
-                timeout = None  # threading.Event.wait() cannot take an infinity
-        if self.is_cancellation_requested:
-            return True
-        new_event = threading.Event()  # made outside the lock, as in register()
-        with lock:
-            event = self._event
-            if event is None:
-                event = self._event = new_event
-            if self._reason is not NOT_CANCELLED:
-                return True
-        end = None if timeout is None else time.monotonic() + timeout
-        while True:
-            # Wake at the deadline too, in case its timer cannot run; re-read it each time round,
-            # as cancel_after() may move it.
-            deadline = self._deadline
-            until = end if deadline is None else deadline if end is None else min(end, deadline)
-            wait = None if until is None else max(0.0, until - time.monotonic())
-            if event.wait(wait) or self.is_cancellation_requested:
-                return True
-            if end is not None and time.monotonic() >= end:
-                return False
+        return _waiting.wait_blocking(self, timeout)
 
     def sleep_blocking(self, seconds: float) -> None:
         """Block this thread for ``seconds``, unless the token is cancelled first.
@@ -373,9 +283,9 @@ class CancellationToken:
             as it is cancelled during the sleep; or the host task's cancellation, as
             :meth:`throw_if_cancellation_requested` says.
         """
-        _check_seconds("sleep_blocking", seconds)
+        check_seconds("sleep_blocking", seconds)
         if self.wait_blocking(seconds):
-            raise _interrupt.cancelled(self)
+            raise cancelled(self)
 
     # -- changed by the source and by a request's state: the bodies are _lifecycle's ---------
 
@@ -392,11 +302,6 @@ class CancellationToken:
 
     def _close(self) -> None:
         _lifecycle.close(self)
-
-
-def _check_seconds(what: str, seconds: float) -> None:
-    if not is_seconds(seconds, inf=True):
-        raise ValueError(BAD_SECONDS.format(what=what, seconds=seconds))
 
 
 CancellationToken.NONE = CancellationToken()

@@ -21,7 +21,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-import fastapi_abort._token as token_module
+import fastapi_abort._waiting as waiting_module
 from fastapi_abort import (
     CancellationReason,
     CancellationTokenSource,
@@ -29,8 +29,8 @@ from fastapi_abort import (
     _lifecycle,
     _token,
 )
+from fastapi_abort._checks import BAD_SECONDS
 from fastapi_abort._source import BAD_DELAY
-from fastapi_abort._token import BAD_SECONDS
 from tests.support import (
     WAIT,
     asyncio_only,
@@ -421,7 +421,7 @@ def test_wait_blocking_sees_a_cancellation_that_lands_as_it_starts_waiting(
 
     fake = SimpleNamespace(**vars(threading))
     fake.Event = event_made_as_the_token_is_cancelled
-    monkeypatch.setattr(token_module, "threading", fake)
+    monkeypatch.setattr(waiting_module, "threading", fake)
     # A wait that would block for the whole timeout if the cancellation were missed.
     assert source.token.wait_blocking(WAIT) is True
 

@@ -23,7 +23,7 @@ from fastapi_abort import (
     OperationCancelled,
 )
 from fastapi_abort._backend import NO_EVENT_LOOP
-from fastapi_abort._token import BAD_SECONDS
+from fastapi_abort._checks import BAD_SECONDS
 from tests.support import (
     WAIT,
     Reason,

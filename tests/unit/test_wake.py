@@ -20,7 +20,7 @@ from fastapi_abort import (
     CancellationTokenSource,
     OperationCancelled,
 )
-from fastapi_abort._token import BAD_SECONDS
+from fastapi_abort._checks import BAD_SECONDS
 from tests.support import (
     WAIT,
     callbacks_of,
