@@ -2,11 +2,11 @@
 
 A disconnect is heard only by somebody waiting in ``receive()``. Most requests never ask for their
 token, and for them nothing reads on their behalf: the app calls the server's ``receive`` itself,
-as it would without this middleware (but from a scope already cancelled: below), and only a
-disconnect it reads is noted. The first request
-for the token starts the *reader*: one task that reads the server's ``receive`` whenever the app
-is not waiting for a message itself, holding at most one message for the app. From then on only
-the reader calls the server's ``receive``, the app's reads included, for two reasons:
+as it would without this middleware (unless it calls from a scope already cancelled: below), and
+only a disconnect it reads is noted. The first request for the token starts the *reader*: one
+task that reads the server's ``receive`` whenever the app is not waiting for a message itself,
+holding at most one message for the app. From then on only the reader calls the server's
+``receive``, the app's reads included, for two reasons:
 
 - Some servers (hypercorn, daphne) hand each message to exactly one caller of ``receive()``: the
   app must get each body message exactly once, and the disconnect on every call after it.
