@@ -1,4 +1,4 @@
-"""fastapi-abort behind HAProxy, Apache, Caddy and Varnish: do they tell the app the client left?
+"""fastapi-abort behind every proxy of ``tests.proxy.fronts``: does it tell the app the client left?
 
 One uvicorn (httptools, uvloop) runs ``tests.proxy.app`` for the whole module; each proxy
 configuration (a column, ``tests.proxy.fronts.COLUMNS``) starts once and serves every row. The
@@ -13,8 +13,6 @@ Locally a column skips when its proxy is not installed; under ``CI=true`` it fai
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 import re
 import time
 from collections.abc import Iterator
@@ -26,12 +24,11 @@ import pytest
 from tests.matrix import records
 from tests.matrix.page import PAGE, word
 from tests.proxy.expected import EXPECTED, SCENARIOS, measured
-from tests.proxy.front import MISSING, Column, Front
-from tests.proxy.fronts import COLUMNS, PROXIES, results_dir
+from tests.proxy.front import Column, Front
+from tests.proxy.fronts import COLUMNS, results_dir, running_column, versions
 from tests.proxy.page import section_words, title
 from tests.proxy.upstream import Upstream, serving
 from tests.raw_http import leave, new_id, read_responses, read_until, request_bytes
-from tests.support import missing
 
 pytestmark = pytest.mark.server
 
@@ -53,22 +50,6 @@ class Observed:
     wrong: list[str] = field(default_factory=list)
 
 
-def require(column: Column) -> None:
-    module = PROXIES[column.proxy]
-    if module.installed():
-        return
-    reason = MISSING.format(proxy=column.proxy, package=module.PACKAGE, binary=module.BINARY)
-    missing(reason, "the proxy tests")
-
-
-def versions(column: Column) -> dict[str, str]:
-    packages = ("fastapi-abort", "fastapi", "starlette", "uvicorn", "httptools", "uvloop")
-    found = {name: importlib.metadata.version(name) for name in packages}
-    found[column.proxy] = PROXIES[column.proxy].version()
-    found["python"] = platform.python_version()
-    return found
-
-
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     with serving(tmp_path_factory.mktemp("uvicorn") / "server.log") as served:
@@ -80,13 +61,8 @@ def front(
     request: pytest.FixtureRequest, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Front]:
     column: Column = request.param
-    require(column)
-    directory = results_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    # One run per column: start its records afresh.
-    (directory / f"{column.name}.jsonl").write_text("")
-    running = PROXIES[column.proxy].running
-    with running(column, upstream.port, tmp_path_factory.mktemp(column.name)) as proxy:
+    directory = tmp_path_factory.mktemp(column.name)
+    with running_column(column, upstream.port, directory, "the proxy tests", column.name) as proxy:
         yield proxy
 
 
