@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import httpx
@@ -40,6 +41,9 @@ from fastapi_abort.testing import AbortingClient
 from tests import ROOT
 from tests.scripted import ScriptedServer
 from tests.serve import free_port
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 #: The bound on every wait for something that takes milliseconds when all is well (an event, a
 #: thread, a token that should trip), and the length of a wait that is never meant to end before
@@ -361,3 +365,46 @@ def requesting(demo: Demo, path: str) -> Iterator[None]:
     with socket.create_connection(("127.0.0.1", demo.port), timeout=10) as client:
         client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         yield
+
+
+# -- a real browser ------------------------------------------------------------------------------
+
+#: Debian's chromium (``apt-get install chromium``), driven through the playwright package.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: Headless, without the sandbox (which needs privileges a container may lack), and nothing of
+#: its own on the network: no QUIC, no background requests, no component updates, no sync.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+NO_PLAYWRIGHT = "the playwright package is not installed (pip install playwright)"
+NO_CHROMIUM = "no chromium at {path} (apt-get install chromium)"
+
+
+@contextlib.contextmanager
+def chromium(tests: str, *flags: str) -> Iterator[Browser]:
+    """Debian's chromium, headless, with :data:`CHROMIUM_FLAGS` and ``flags``, closed on exit.
+
+    Each launch gets a fresh temporary profile (playwright makes one for ``launch()``). Skips
+    ``tests`` when chromium or playwright is missing; under CI fails them instead.
+    """
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing(NO_PLAYWRIGHT, tests)
+    if not os.access(CHROMIUM, os.X_OK):
+        missing(NO_CHROMIUM.format(path=CHROMIUM), tests)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *flags]
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()

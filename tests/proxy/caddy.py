@@ -4,8 +4,8 @@ Caddy binds its own port (a free one, taken a moment before), with no admin endp
 automatic HTTPS, and its data and config directories in the tmp dir; the HTTP/2 column
 serves TLS with the test's certificate (:mod:`tests.proxy.tls`), HTTP/1.1 and HTTP/2 by ALPN.
 Its logs (JSON, one object a line) come on its stderr; each is turned into the common shape of
-:mod:`tests.proxy.front`: an access line ``status=N duration=S "METHOD /path HTTP/1.1"``, or
-``[level] logger: msg: error``.
+:mod:`tests.proxy.front`: an access line ``status=N duration=S "METHOD /path HTTP/1.1"
+connection=IP:PORT`` (the client's address: its connection), or ``[level] logger: msg: error``.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def shape(line: str) -> str:
     if entry.get("logger", "").startswith("http.log.access") and request:
         return (
             f"status={entry.get('status')} duration={entry.get('duration')} "
-            f'"{request["method"]} {request["uri"]} {request["proto"]}"'
+            f'"{request["method"]} {request["uri"]} {request["proto"]}" '
+            f"connection={request.get('remote_ip')}:{request.get('remote_port')}"
         )
     uri = f' "{request["method"]} {request["uri"]}"' if request else ""
     error = f": {entry['error']}" if "error" in entry else ""

@@ -40,6 +40,9 @@ START_TIMEOUT = 30.0
 #: The access line of a request, in the common shape: its status (``-`` for none, as Varnish
 #: logs a piped request), then its request line.
 STATUS = re.compile(r"status=(-?\d+|-)")
+#: The client connection a request came on, in an HTTP/2 column's access line: nginx's
+#: ``$connection``, h2o's ``%{connection-id}x``, Caddy's client address and port.
+CONNECTION = re.compile(r" connection=([^/\s]+)")
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,13 @@ class Front:
         match = STATUS.search(line)
         assert match is not None, line
         return (-1 if match.group(1) == "-" else int(match.group(1))), line
+
+    def connection_of(self, path: str) -> str:
+        """The client connection the request to ``path`` came on, as the proxy logged it."""
+        line = self.access(path)[1]
+        match = CONNECTION.search(line)
+        assert match is not None, line
+        return match.group(1)
 
 
 def probe(

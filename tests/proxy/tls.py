@@ -9,6 +9,8 @@ certificate, so TLS is verified for real, hostname included, and nothing leaves 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ssl
 import subprocess
 from dataclasses import dataclass
@@ -34,6 +36,21 @@ class Certificate:
         # ``Connection: close``, or when it gives up) is an end of stream here, not an error.
         context.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
         return context
+
+    def spki_pin(self) -> str:
+        """The base64 SHA-256 of the certificate's public key (its SubjectPublicKeyInfo), as
+        Chromium's ``--ignore-certificate-errors-spki-list`` takes it: the browser then trusts
+        this key only, instead of ignoring every certificate error."""
+        pem = subprocess.run(
+            [OPENSSL, "x509", "-in", str(self.cert), "-pubkey", "-noout"],
+            capture_output=True,
+            check=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        # The body of the PEM public key is the DER of the SubjectPublicKeyInfo.
+        der = base64.b64decode("".join(line for line in pem.splitlines() if "-----" not in line))
+        return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 def self_signed(directory: Path) -> Certificate:
