@@ -105,12 +105,12 @@ class TokenTransport(httpx.AsyncBaseTransport):
         sent_at = time.monotonic()
         with token.scope():
             response = await self.transport.handle_async_request(request)
-            if (
-                response.status_code == 504
-                and budget is not None
-                and time.monotonic() - sent_at >= budget
-            ):
-                await _outlast(token, response)
+        if (
+            response.status_code == 504
+            and budget is not None
+            and time.monotonic() - sent_at >= budget
+        ):
+            await _outlast(token, response)
         # The body is read later, by the client or by whoever iterates it: bind it as well.
         response.stream = _CancellableStream(token, response.stream)
         return response
@@ -134,19 +134,19 @@ def _add_budget(request: httpx.Request, remaining: float | None) -> float | None
 
 
 async def _outlast(token: CancellationToken, response: httpx.Response) -> None:
-    """The downstream's 504 came once the budget sent ran out: wait, in the token's scope, for
-    the token's own deadline, at most the budget's rounding away. A deadline removed or put off
-    meanwhile (a route's ``set_deadline()``) leaves the 504 to the caller."""
+    """The downstream's 504 came once the budget sent ran out: wait for the token's own
+    deadline, at most the budget's rounding away, and raise its cancellation. A deadline removed
+    or put off meanwhile (a route's ``set_deadline()``) leaves the 504 to the caller."""
     remaining = token.time_remaining()
     if remaining is None or remaining > _OUTLAST:
         return
     try:
-        # The token's timer, due first on the same loop, cancels the scope this sleep runs in;
-        # the 2 ms are room for a loop clock that counts whole milliseconds (uvloop).
-        await anyio.sleep(remaining + 0.002)
-        # The deadline has passed; its timer may not have reached this loop yet (on trio it
-        # fires in a thread of its own, and a loaded machine delays the hand-over): the check
-        # reads the passed deadline itself.
+        # The 2 ms are room for a loop clock that counts whole milliseconds (uvloop).
+        with anyio.move_on_after(remaining + 0.002):
+            await token.wait()
+        # The deadline's timer may not have tripped the token yet (on trio it fires in a thread
+        # of its own, and a loaded machine delays its hand-over): the check reads the passed
+        # deadline itself.
         token.throw_if_cancellation_requested()
     except BaseException:
         with anyio.CancelScope(shield=True):
