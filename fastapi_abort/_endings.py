@@ -1,4 +1,4 @@
-"""How a request ended: whose cancellation an exception is, the 499 and the 504, the log lines.
+"""How a request ended: whose cancellation an exception is, the 499, 504 and 503, the log lines.
 
 The middleware and the exception handler both end requests; this module decides for both, so a
 request is answered, logged and reported to the ``on_abort`` hook in one way, whoever saw its end.
@@ -35,10 +35,18 @@ ABORTED_LOG = "%s %s: %d %s after %.3f s"
 #: Logged at WARNING once per request that its deadline ended with a 504 (method, path,
 #: deadline, elapsed seconds).
 DEADLINE_LOG = "%s %s: 504 Gateway Timeout: its %.3f s deadline passed, after %.3f s"
+#: Logged at INFO once per request that the server's shutdown ended with a 503 (method, path,
+#: elapsed seconds).
+SHUTDOWN_LOG = "%s %s: 503 Service Unavailable: the server is shutting down, after %.3f s"
+#: The 503's ``Retry-After`` (seconds): the client comes back once the server was replaced.
+SHUTDOWN_RETRY_AFTER = 1
+#: The close of a WebSocket that the server's shutdown ended ("going away", RFC 6455).
+GOING_AWAY = 1001
 HOOK_FAILED = "The on_abort hook %r raised; the request was not affected"
 
 _CLIENT = CancellationReason.CLIENT_DISCONNECTED
 _DEADLINE = CancellationReason.DEADLINE
+_SHUTDOWN = CancellationReason.SHUTDOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +56,17 @@ class AbortedRequest:
     The last five fields say what the app had handed to the server when the request ended: for
     billing and audit of a streamed answer whose client left. They count what went to the
     server, not what reached the client (a proxy or the kernel may still have held the last
-    bytes); fastapi-abort's own 499 or 504 is not counted.
+    bytes); fastapi-abort's own 499, 504 or 503 is not counted.
 
     :ivar method: the HTTP method.
     :ivar path: the path, without the query string (which may hold secrets), with control
         characters escaped.
     :ivar status_code: the status the request ended with: 499 (or the configured status) when
-        the client left, 504 when the deadline passed.
+        the client left, 504 when the deadline passed, 503 when the server's shutdown ended it.
     :ivar elapsed: seconds from the request's start to the end of the app's work: the seconds of
         work the request was cut short at.
-    :ivar reason: :attr:`CancellationReason.CLIENT_DISCONNECTED` or
-        :attr:`CancellationReason.DEADLINE`.
+    :ivar reason: :attr:`CancellationReason.CLIENT_DISCONNECTED`,
+        :attr:`CancellationReason.DEADLINE` or :attr:`CancellationReason.SHUTDOWN`.
     :ivar response_started: the app's response had started (its status went to the server).
     :ivar status_sent: the status the app's response started with; None if it had not started.
     :ivar body_bytes: body bytes of the app's ``http.response.body`` messages (a ``pathsend``
@@ -85,13 +93,22 @@ class AbortedRequest:
 
 def why_cancelled(state: RequestState, exc: OperationCancelled) -> CancellationReason | None:
     """The reason, if ``exc`` is this request's own cancellation: raised by its token (directly,
-    or by a token linked to it) because the client left or the deadline passed. Else None: a
-    token of the app's own, cancelled for its own reasons, is the app's error."""
+    or by a token linked to it) because the client left or the deadline passed, or raised for
+    ``SHUTDOWN`` by its token or the app's stopping token it was linked with
+    (``stop_on_shutdown``). Else None: a token of the app's own, cancelled for its own reasons,
+    is the app's error."""
     token = state.issued
-    if token is None or (exc.token._origin or exc.token) is not token:
+    if token is None:
         return None
+    origin = exc.token._origin or exc.token
     reason = exc.reason
-    return reason if reason is _CLIENT or reason is _DEADLINE else None
+    if origin is token:
+        return reason if reason is _CLIENT or reason is _DEADLINE or reason is _SHUTDOWN else None
+    link = state.stopping_link
+    # The link's parents: the request's token, and the stopping token, while it can trip.
+    if reason is _SHUTDOWN and link is not None and origin in link.token._parents:
+        return reason
+    return None
 
 
 def why_ended(state: RequestState, exc: BaseException) -> CancellationReason | None:
@@ -129,18 +146,20 @@ def why_ended(state: RequestState, exc: BaseException) -> CancellationReason | N
 
 
 class WebSocketAnswer(Response):
-    """A WebSocket's answer: a close with ``code``, or nothing (``None``: the peer is gone).
+    """A WebSocket's answer: a close with ``code`` and ``reason``, or nothing (``None``: the
+    peer is gone).
 
     A ``Response``, so that exception handlers can return it as they return any other.
     """
 
-    def __init__(self, code: int | None) -> None:
+    def __init__(self, code: int | None, reason: str = "") -> None:
         super().__init__()
         self.code = code
+        self.reason = reason
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.code is not None:
-            await send({"type": "websocket.close", "code": self.code, "reason": "deadline"})
+            await send({"type": "websocket.close", "code": self.code, "reason": self.reason})
 
 
 def answer(state: RequestState, reason: CancellationReason) -> Response:
@@ -148,14 +167,33 @@ def answer(state: RequestState, reason: CancellationReason) -> Response:
 
     The client left: an empty response with the configured status (499), which nobody reads but
     the server's access log shows; nothing on a WebSocket. The deadline passed: a 504 with RFC
-    9457 problem details; a WebSocket is closed with code 1011.
+    9457 problem details; a WebSocket is closed with code 1011. The server shuts down: a 503
+    with problem details and ``Retry-After``; a WebSocket is closed with code 1001.
     """
     state.ended_with = reason
     if state.websocket:
-        return WebSocketAnswer(None if reason is _CLIENT else 1011)
+        if reason is _CLIENT:
+            return WebSocketAnswer(None)
+        if reason is _SHUTDOWN:
+            return WebSocketAnswer(GOING_AWAY, "server shutting down")
+        return WebSocketAnswer(1011, "deadline")
     if reason is _CLIENT:
         return Response(status_code=state.config.status_code)
+    if reason is _SHUTDOWN:
+        return shutdown_problem()
     return deadline_problem(state.deadline)
+
+
+def shutdown_problem() -> Response:
+    """The 503 for a request that the server's shutdown ended, with RFC 9457 problem details."""
+    detail = "The server is shutting down; retry the request."
+    body = {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": detail}
+    return Response(
+        json.dumps(body),
+        status_code=503,
+        headers={"Retry-After": str(SHUTDOWN_RETRY_AFTER)},
+        media_type="application/problem+json",
+    )
 
 
 def deadline_problem(deadline: float | None) -> Response:
@@ -177,8 +215,9 @@ def log_ending(state: RequestState) -> None:
 
     Once per request whose client left, however the app ended (by OperationCancelled, by
     returning, or by Starlette cancelling a streaming body); once per request answered with the
-    deadline's 504 (or a WebSocket closed for it). Nothing for a WebSocket whose peer left: that
-    is a WebSocket's normal ending. Called only for those (see :func:`needs_logging`).
+    deadline's 504 or the shutdown's 503 (or a WebSocket closed for either). Nothing for a
+    WebSocket whose peer left: that is a WebSocket's normal ending. Called only for those (see
+    :func:`needs_logging`).
     """
     if state.aborted:
         if not state.websocket:
@@ -187,6 +226,12 @@ def log_ending(state: RequestState) -> None:
             line = (aborted.method, aborted.path, config.status_code, config.message)
             logger.log(config.level, ABORTED_LOG, *line, aborted.elapsed, extra=_extra(aborted))
             _call_hook(state, aborted)
+        return
+    if state.ended_with is _SHUTDOWN:
+        aborted = _record(state, 503, _SHUTDOWN)
+        logger.info(
+            SHUTDOWN_LOG, aborted.method, aborted.path, aborted.elapsed, extra=_extra(aborted)
+        )
     else:
         aborted = _record(state, 504, _DEADLINE)
         logger.warning(
@@ -197,14 +242,14 @@ def log_ending(state: RequestState) -> None:
             aborted.elapsed,
             extra=_extra(aborted),
         )
-        if not state.websocket:
-            _call_hook(state, aborted)
+    if not state.websocket:
+        _call_hook(state, aborted)
 
 
 def needs_logging(state: RequestState) -> bool:
-    """Whether :func:`log_ending` has something to say: the client left, or the deadline's
-    answer was sent."""
-    return state.aborted or state.ended_with is _DEADLINE
+    """Whether :func:`log_ending` has something to say: the client left, or the deadline's or
+    the shutdown's answer was sent."""
+    return state.aborted or state.ended_with is _DEADLINE or state.ended_with is _SHUTDOWN
 
 
 def _record(state: RequestState, status: int, reason: CancellationReason) -> AbortedRequest:
@@ -214,7 +259,7 @@ def _record(state: RequestState, status: int, reason: CancellationReason) -> Abo
     elapsed = time.perf_counter() - state.started_at
     if state.ended_with is not None:
         # fastapi-abort answered (only ever before the app's response started): the messages
-        # counted are its own 499 or 504, not the app's.
+        # counted are its own 499, 504 or 503, not the app's.
         return AbortedRequest(method, path, status, elapsed, reason)
     first_byte = state.first_byte_at
     return AbortedRequest(

@@ -33,6 +33,9 @@ async def operation_cancelled_handler(request: HTTPConnection, exc: Exception) -
       (``fastapi_abort`` logger, INFO, no traceback, by default).
     - Cancelled by a deadline (the request's own, or any token's): the client is still there;
       it gets a 504 with an RFC 9457 ``application/problem+json`` body, logged once at WARNING.
+    - Cancelled because the server shuts down (the request's token, or one linked with the
+      app's stopping token by ``stop_on_shutdown``): a 503 with problem details and
+      ``Retry-After``, logged once at INFO; a WebSocket is closed with code 1001.
     - Anything else (a token of your own cancelled explicitly): a 500, logged at ERROR with the
       traceback, as for any other unhandled exception.
 

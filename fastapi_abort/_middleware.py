@@ -67,10 +67,12 @@ class RequestAbortedMiddleware:
             await self.app(scope, app_receive, app_send)
         except Exception as exc:
             reason = why_ended(state, exc)
-            if reason is None or (reason is CancellationReason.DEADLINE and state.response_started):
-                # Not this request's own ending; or a deadline once the response started,
-                # which cannot become a 504: the response is cut short, and the server must see
-                # an error so that the client does too.
+            if reason is None or (
+                reason is not CancellationReason.CLIENT_DISCONNECTED and state.response_started
+            ):
+                # Not this request's own ending; or a deadline or the shutdown once the
+                # response started, which cannot become a 504 or a 503: the response is cut
+                # short, and the server must see an error so that the client does too.
                 raise
             if not state.response_started:
                 # (Servers of ASGI spec 2.4 may raise OSError on a closed connection.)

@@ -185,9 +185,11 @@ async def stop_on_shutdown(request: HTTPConnection) -> CancellationToken:
     with ``yield`` (some releases, 0.115 among them, run it before a ``StreamingResponse`` is
     sent): nothing stays registered on the app-wide token.
 
-    An :class:`OperationCancelled` for ``SHUTDOWN`` that escapes is the app's own error to the
-    exception handler (a 500 logged at ERROR): catch it and end the response, as the example of
-    ``docs/shutdown.md`` does.
+    An :class:`OperationCancelled` for ``SHUTDOWN`` that escapes the endpoint before the
+    response started (a long poll) is answered with a 503, problem details and
+    ``Retry-After: 1``, logged once at INFO, and reported to the ``on_abort`` hook; a WebSocket
+    is closed with code 1001. Once a response has started it can only be cut short: catch it in
+    the stream and end the response, as the example of ``docs/shutdown.md`` does.
 
     Routes of an app mounted inside the installed one get the installed app's token.
 

@@ -7,12 +7,20 @@ ClientDisconnect ones run on the scripted server, on both backends.
 """
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
 from fastapi import FastAPI, Request
 
-from fastapi_abort import CancellationTokenSource, install
+from fastapi_abort import (
+    CancellationReason,
+    CancellationToken,
+    CancellationTokenSource,
+    install,
+    request_aborted,
+    stop_on_shutdown,
+)
 from tests.scripted import ScriptedServer, http_scope
 from tests.support import WAIT, client, nothing_above_info, quiet_lines
 
@@ -53,16 +61,24 @@ async def test_a_deadline_reaches_the_client_as_504_logged_at_warning(
     )
 
 
+@pytest.mark.parametrize("taken", [None, request_aborted, stop_on_shutdown])
+@pytest.mark.parametrize("reason", ["stop button", CancellationReason.SHUTDOWN])
 async def test_a_token_of_your_own_is_a_500_logged_as_an_error(
     caplog: pytest.LogCaptureFixture,
+    taken: Callable[..., Awaitable[CancellationToken]] | None,
+    reason: object,
 ) -> None:
+    # Whichever token of fastapi-abort's the request took, and even for SHUTDOWN: only the
+    # request's own tokens end it quietly, or with a 503.
     app = FastAPI()
-    install(app)
+    install(app, stopping=True)
 
     @app.get("/own")
-    async def own() -> None:
+    async def own(request: Request) -> None:
+        if taken is not None:
+            await taken(request)
         source = CancellationTokenSource()
-        source.cancel("stop button")
+        source.cancel(reason)
         source.token.throw_if_cancellation_requested()
 
     async with client(app) as http:
@@ -71,7 +87,7 @@ async def test_a_token_of_your_own_is_a_500_logged_as_an_error(
     (record,) = [r for r in caplog.records if r.name == "fastapi_abort"]
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
-    assert "OperationCancelled (stop button) escaped the endpoint" in record.getMessage()
+    assert f"OperationCancelled ({reason}) escaped the endpoint" in record.getMessage()
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])  # the scripted server

@@ -7,7 +7,8 @@ plain request token: nothing of the stopping token is installed). Run it with
 
 Each request reports, through :mod:`tests.events`: ``started`` (with the SIGTERM handler in
 place at that moment), and ``ended`` with how (``completed``, ``shutdown`` for a stream that
-its token ended with SHUTDOWN and that sent its last event, or the exception's name).
+its token ended with SHUTDOWN and that sent its last event, or the exception's name: a long
+poll's ``OperationCancelled``, answered with fastapi-abort's 503).
 """
 
 from __future__ import annotations
@@ -85,6 +86,15 @@ def _reporting_end(rid: str) -> Iterator[None]:
 
 @app.get("/slow/{rid}")
 async def slow(rid: str, ct: RequestAborted, hold: float = 1.5) -> dict[str, str]:
+    emit(rid, "started", handler=_handler())
+    with _reporting_end(rid):
+        await ct.sleep(hold)
+    return {"rid": rid}
+
+
+@app.get("/poll/{rid}")
+async def poll(rid: str, hold: float = 1.5, ct: CancellationToken = stream_token) -> dict[str, str]:
+    """A long poll that lets the shutdown's OperationCancelled escape: fastapi-abort's 503."""
     emit(rid, "started", handler=_handler())
     with _reporting_end(rid):
         await ct.sleep(hold)

@@ -40,7 +40,10 @@ pytestmark = pytest.mark.server
 
 #: Streams and finite requests open at the signal (issue 16 asks for ten of each).
 N = 10
-#: Seconds a finite request takes.
+#: Long polls open at the signal, on the linked token like the streams, letting its
+#: OperationCancelled escape.
+POLLS = 3
+#: Seconds a finite request (and a long poll nothing ends) takes.
 SLOW = 1.5
 #: A stream ends within this many seconds of the signal.
 PROMPT = 1.0
@@ -98,6 +101,7 @@ class Result:
     exited_ns: int
     streams: list[Request]
     slow: list[Request]
+    polls: list[Request]
     lifespan_shutdown: Event | None
 
     def after(self, event: Event | None) -> float:
@@ -115,7 +119,8 @@ class Result:
 
         return (
             f"{self.kind}: exit {(self.exited_ns - self.signalled_ns) / 1e9:.3f} s "
-            f"(code {self.returncode}); streams {span(self.streams)}; slow {span(self.slow)}"
+            f"(code {self.returncode}); streams {span(self.streams)}; slow {span(self.slow)}; "
+            f"polls {span(self.polls)}"
         )
 
 
@@ -130,6 +135,7 @@ def serve_and_stop(kind: str, graceful: float | None, *, stopping: bool = True) 
             try:
                 rids = {f"stream-{i}-{uuid.uuid4().hex[:8]}": "events" for i in range(N)}
                 rids |= {f"slow-{i}-{uuid.uuid4().hex[:8]}": "slow" for i in range(N)}
+                rids |= {f"poll-{i}-{uuid.uuid4().hex[:8]}": "poll" for i in range(POLLS)}
                 clients = {
                     rid: Client(server.port, f"/{route}/{rid}?hold={SLOW}")
                     for rid, route in rids.items()
@@ -154,6 +160,7 @@ def serve_and_stop(kind: str, graceful: float | None, *, stopping: bool = True) 
                 exited_ns,
                 [requests[rid] for rid, route in rids.items() if route == "events"],
                 [requests[rid] for rid, route in rids.items() if route == "slow"],
+                [requests[rid] for rid, route in rids.items() if route == "poll"],
                 events.get(LIFESPAN, "shutdown"),
             )
         finally:
@@ -183,6 +190,25 @@ def assert_slow_completed(result: Result) -> None:
         assert slow.client.complete, slow.client.data
 
 
+def assert_polls_answered_503(result: Result) -> None:
+    """Every long poll ended within ``PROMPT`` s with fastapi-abort's 503, to retry."""
+    for poll in result.polls:
+        assert poll.ended is not None, result.figures()
+        assert poll.ended["how"] == "OperationCancelled", result.figures()
+        assert result.after(poll.ended) < PROMPT, result.figures()
+        assert poll.client.status == 503, poll.client.data
+        assert b"\r\nretry-after: 1\r\n" in poll.client.data.lower(), poll.client.data
+        assert poll.client.complete, poll.client.data
+
+
+def assert_polls_completed(result: Result) -> None:
+    """Without a stopping token, a long poll is a finite request like the others."""
+    for poll in result.polls:
+        assert poll.ended is not None, result.figures()
+        assert poll.ended["how"] == "completed", result.figures()
+        assert poll.client.status == 200, poll.client.data
+
+
 def assert_quiet(result: Result) -> None:
     assert "ERROR" not in result.output, result.output
     assert "Traceback" not in result.output, result.output
@@ -200,6 +226,7 @@ def test_uvicorn_ends_the_streams_at_sigterm_and_lets_the_slow_requests_finish(
     graceful timeout, uvicorn would wait for the streams forever."""
     result = serve_and_stop(kind, None)
     assert_streams_ended_at_once(result)
+    assert_polls_answered_503(result)
     assert_slow_completed(result)
     assert_quiet(result)
     assert result.lifespan_shutdown is not None
@@ -213,6 +240,7 @@ def test_uvicorn_with_worker_processes_ends_the_streams_at_sigterm() -> None:
     ``Server.serve`` and its ``capture_signals``: chained in each worker."""
     result = serve_and_stop("uvicorn-workers", None)
     assert_streams_ended_at_once(result)
+    assert_polls_answered_503(result)
     assert_slow_completed(result)
     assert_quiet(result)
 
@@ -231,6 +259,7 @@ def test_uvicorn_without_stopping_changes_nothing() -> None:
         assert LAST_EVENT not in stream.client.data
         assert not stream.client.complete, stream.client.data
     assert_slow_completed(result)
+    assert_polls_completed(result)
     assert f"ERROR:    Cancel {N} running task(s), timeout graceful shutdown exceeded" in (
         result.output
     )
@@ -247,6 +276,7 @@ def test_hypercorn_asyncio_in_process_ends_the_streams_at_sigterm() -> None:
     through the wakeup fd, which ours, chained over the no-op, leaves alone."""
     result = serve_and_stop("hypercorn-asyncio", None)
     assert_streams_ended_at_once(result)
+    assert_polls_answered_503(result)
     assert_slow_completed(result)
     assert_quiet(result)
     assert result.returncode == 0
@@ -265,6 +295,7 @@ def test_hypercorn_with_a_worker_process_has_no_hook() -> None:
         assert stream.ended["how"] == "CancelledError", result.figures()
         assert result.after(stream.ended) > SLOW + 1.0
     assert_slow_completed(result)
+    assert_polls_completed(result)
 
 
 # -- granian ------------------------------------------------------------------------------------
@@ -277,6 +308,7 @@ def test_granian_ends_the_streams_at_sigterm() -> None:
     before the lifespan startup (``_spawn_asgi_lifespan_worker``, granian/server/mp.py)."""
     result = serve_and_stop("granian", None)
     assert_streams_ended_at_once(result)
+    assert_polls_answered_503(result)
     assert_slow_completed(result)
     assert_quiet(result)
 
@@ -290,6 +322,7 @@ def test_gunicorn_uvicorn_worker_ends_the_streams_at_sigterm() -> None:
     ``capture_signals`` sets ``Server.handle_exit`` in the worker: chained as under uvicorn."""
     result = serve_and_stop("gunicorn-uvicorn", None)
     assert_streams_ended_at_once(result)
+    assert_polls_answered_503(result)
     assert_slow_completed(result)
     assert_quiet(result)
 

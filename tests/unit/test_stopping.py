@@ -18,11 +18,12 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
 from fastapi.responses import StreamingResponse
 from starlette.types import Message, Scope
 
 from fastapi_abort import (
+    AbortedRequest,
     CancellationReason,
     CancellationToken,
     StopOnShutdown,
@@ -31,8 +32,10 @@ from fastapi_abort import (
     stopping_token,
 )
 from fastapi_abort._config import BAD_STOPPING, NO_SIGNAL_HOOK, NOT_STOPPING
+from fastapi_abort._endings import GOING_AWAY, SHUTDOWN_LOG, SHUTDOWN_RETRY_AFTER
 from fastapi_abort._stopping import Stopping
-from tests.support import callbacks_or_empty
+from tests.scripted import ScriptedServer
+from tests.support import callbacks_or_empty, ws_scope
 
 SHUTDOWN = CancellationReason.SHUTDOWN
 BOUND = 5.0
@@ -402,3 +405,80 @@ async def test_a_route_of_a_mounted_app_gets_the_installed_apps_token(anyio_back
                 signal.raise_signal(signal.SIGTERM)
                 await tripped(stopping_token(outer))
                 assert (await client.get("/inner/now")).json() == {"reason": "shutdown"}
+
+
+def long_poll_app(aborted: list[AbortedRequest]) -> tuple[FastAPI, anyio.Event]:
+    """A long poll and a WebSocket that let the shutdown's OperationCancelled escape."""
+    app = FastAPI()
+    install(app, stopping=True, on_abort=aborted.append)
+    waiting = anyio.Event()
+
+    @app.get("/poll")
+    async def poll(ct: StopOnShutdown) -> dict[str, str]:
+        waiting.set()
+        await ct.sleep(2 * BOUND)  # raises OperationCancelled (SHUTDOWN) at the signal
+        return {"never": "reached"}
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket, ct: StopOnShutdown) -> None:
+        await websocket.accept()
+        waiting.set()
+        await ct.sleep(2 * BOUND)
+
+    return app, waiting
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # httpx's ASGITransport, as above
+async def test_a_long_poll_the_shutdown_ends_gets_a_503_to_retry_logged_at_info(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    aborted: list[AbortedRequest] = []
+    app, waiting = long_poll_app(aborted)
+    transport = httpx.ASGITransport(app=app)
+    caplog.set_level(logging.INFO, logger="fastapi_abort")
+    with server_handlers(SIGTERM=ServerHandler(), SIGINT=ServerHandler()):
+        async with served(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            responses: list[httpx.Response] = []
+            async with anyio.create_task_group() as tg:
+
+                async def get() -> None:
+                    responses.append(await c.get("/poll?secret=1"))
+
+                tg.start_soon(get)
+                with anyio.fail_after(BOUND):
+                    await waiting.wait()
+                signal.raise_signal(signal.SIGTERM)
+    (response,) = responses
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == str(SHUTDOWN_RETRY_AFTER)
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["title"] == "Service Unavailable"
+    records = [r for r in caplog.records if r.name == "fastapi_abort"]
+    assert [(r.levelno, r.msg) for r in records] == [(logging.INFO, SHUTDOWN_LOG)]
+    assert records[0].getMessage().startswith("GET /poll: 503 Service Unavailable: the server")
+    (record,) = aborted
+    assert (record.method, record.path, record.status_code) == ("GET", "/poll", 503)
+    assert record.reason is SHUTDOWN
+    assert not record.response_started  # fastapi-abort's own 503 is not counted
+
+
+@pytest.mark.anyio
+async def test_a_websocket_the_shutdown_ends_is_closed_as_going_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    aborted: list[AbortedRequest] = []
+    app, waiting = long_poll_app(aborted)
+    caplog.set_level(logging.INFO, logger="fastapi_abort")
+    server = ScriptedServer()
+    server.push({"type": "websocket.connect"})
+    with server_handlers(SIGTERM=ServerHandler(), SIGINT=ServerHandler()):
+        async with served(app), anyio.create_task_group() as tg:
+            tg.start_soon(app, ws_scope(), server.receive, server.send)
+            with anyio.fail_after(BOUND):
+                await waiting.wait()
+            signal.raise_signal(signal.SIGTERM)
+    close = server.sent[-1]
+    assert (close["type"], close["code"]) == ("websocket.close", GOING_AWAY)
+    assert [r.msg for r in caplog.records if r.name == "fastapi_abort"] == [SHUTDOWN_LOG]
+    assert aborted == []  # a WebSocket is never reported to the hook
