@@ -6,53 +6,29 @@ they fail instead. Every wait is bounded: playwright's own timeouts, or a server
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support import Demo, missing, running_demo
+from tests.support import Demo, chromium, running_demo
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
 
 pytestmark = pytest.mark.server
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TESTS = "the browser tests"  # in a failure under CI: they must run there
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT = 15_000  # ms, for every playwright action and assertion
 CANCELLED = r"cancelled \(499\) after \d\.\d\d s"  # a panel row whose client left
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("the playwright package is not installed (pip install playwright)", TESTS)
-    if not os.access(CHROMIUM, os.X_OK):
-        missing(f"no chromium at {CHROMIUM} (apt-get install chromium)", TESTS)
-    with sync_playwright() as playwright:
-        # A fresh temporary profile per launch: playwright makes one for launch().
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium(TESTS) as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
