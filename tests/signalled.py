@@ -14,12 +14,15 @@ import os
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from tests import ROOT
+from tests.events import Collector
 from tests.raw_http import request_bytes
 from tests.serve import free_port, listening
 from tests.support import missing
@@ -37,6 +40,17 @@ def require(kind: str, modules: Iterable[str]) -> None:
     absent = [name for name in modules if importlib.util.find_spec(name) is None]
     if absent:
         missing(NOT_INSTALLED.format(kind=kind, missing=", ".join(absent)), "the server tests")
+
+
+@contextmanager
+def collected_events(prefix: str) -> Iterator[Collector]:
+    """A :class:`~tests.events.Collector` in a temporary directory, closed and removed after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
+        events = Collector(Path(directory))
+        try:
+            yield events
+        finally:
+            events.close()
 
 
 class Client:

@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import math
 import signal
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from tests.events import Collector, Event
 from tests.shutdown_app import EVENTS_ENV, LIFESPAN
 from tests.shutdown_serve import NEEDS, WORKER_TIMEOUT, command
-from tests.signalled import BOUND, Client, Server, require
+from tests.signalled import BOUND, Client, Server, collected_events, require
 
 pytestmark = pytest.mark.server
 
@@ -82,16 +78,6 @@ class Shutdown:
         return "; ".join(parts)
 
 
-@contextmanager
-def _events() -> Iterator[Collector]:
-    with tempfile.TemporaryDirectory(prefix="shutdown-") as directory:
-        events = Collector(Path(directory))
-        try:
-            yield events
-        finally:
-            events.close()
-
-
 def _server(kind: str, graceful: float | None, events: Collector) -> Server:
     require(kind, NEEDS[kind])
     env = {EVENTS_ENV: str(events.path)}
@@ -111,7 +97,7 @@ def shutdown(
     :param signals: sent in order (SIGTERM if none), each after the first once the server
         logged ``second_after``.
     """
-    with _events() as events:
+    with collected_events("shutdown-") as events:
         server = _server(kind, graceful, events)
         try:
             rids = {route: uuid.uuid4().hex[:12] for route in holds}
@@ -368,7 +354,7 @@ def test_example_ends_its_streams_when_shutdown_starts() -> None:
     cancels as soon as shutdown starts. Its graceful timeout is 30 s, longer than this test
     waits for the exit: the stream ends by itself, with its goodbye event and a complete
     response, and nothing is cancelled by the server."""
-    with _events() as events:
+    with collected_events("shutdown-") as events:
         server = _server("example", 30, events)
         try:
             client = Client(server.port, "/ticks")

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import signal
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from fastapi_abort._config import NO_SIGNAL_HOOK
-from tests.events import Collector, Event
+from tests.events import Event
 from tests.servers.stopping_app import (
     APP,
     EVENTS_ENV,
@@ -34,7 +32,7 @@ from tests.servers.stopping_app import (
     LIFESPAN,
     STOPPING_ENV,
 )
-from tests.signalled import BOUND, Client, Server, require
+from tests.signalled import BOUND, Client, Server, collected_events, require
 
 pytestmark = pytest.mark.server
 
@@ -127,44 +125,40 @@ class Result:
 def serve_and_stop(kind: str, graceful: float | None, *, stopping: bool = True) -> Result:
     """Start ``kind``, open ``N`` streams and ``N`` slow requests, SIGTERM, wait for the exit."""
     require(kind, NEEDS[kind])
-    with tempfile.TemporaryDirectory(prefix="stopping-") as directory:
-        events = Collector(Path(directory))
+    with collected_events("stopping-") as events:
         env = {EVENTS_ENV: str(events.path), STOPPING_ENV: "1" if stopping else "0"}
+        server = Server(kind, lambda fd, port: _command(kind, fd, port, graceful), env)
         try:
-            server = Server(kind, lambda fd, port: _command(kind, fd, port, graceful), env)
-            try:
-                rids = {f"stream-{i}-{uuid.uuid4().hex[:8]}": "events" for i in range(N)}
-                rids |= {f"slow-{i}-{uuid.uuid4().hex[:8]}": "slow" for i in range(N)}
-                rids |= {f"poll-{i}-{uuid.uuid4().hex[:8]}": "poll" for i in range(POLLS)}
-                clients = {
-                    rid: Client(server.port, f"/{route}/{rid}?hold={SLOW}")
-                    for rid, route in rids.items()
-                }
-                started = {rid: events.wait(rid, "started", BOUND) for rid in rids}
-                signalled_ns = time.monotonic_ns()
-                server.process.send_signal(signal.SIGTERM)
-                returncode = server.wait_exit()
-                exited_ns = time.monotonic_ns()
-            finally:
-                server.kill()
-            for client in clients.values():
-                client.finish()
-            requests = {
-                rid: Request(started[rid], events.get(rid, "ended"), clients[rid]) for rid in rids
+            rids = {f"stream-{i}-{uuid.uuid4().hex[:8]}": "events" for i in range(N)}
+            rids |= {f"slow-{i}-{uuid.uuid4().hex[:8]}": "slow" for i in range(N)}
+            rids |= {f"poll-{i}-{uuid.uuid4().hex[:8]}": "poll" for i in range(POLLS)}
+            clients = {
+                rid: Client(server.port, f"/{route}/{rid}?hold={SLOW}")
+                for rid, route in rids.items()
             }
-            result = Result(
-                kind,
-                returncode,
-                server.output(),
-                signalled_ns,
-                exited_ns,
-                [requests[rid] for rid, route in rids.items() if route == "events"],
-                [requests[rid] for rid, route in rids.items() if route == "slow"],
-                [requests[rid] for rid, route in rids.items() if route == "poll"],
-                events.get(LIFESPAN, "shutdown"),
-            )
+            started = {rid: events.wait(rid, "started", BOUND) for rid in rids}
+            signalled_ns = time.monotonic_ns()
+            server.process.send_signal(signal.SIGTERM)
+            returncode = server.wait_exit()
+            exited_ns = time.monotonic_ns()
         finally:
-            events.close()
+            server.kill()
+        for client in clients.values():
+            client.finish()
+        requests = {
+            rid: Request(started[rid], events.get(rid, "ended"), clients[rid]) for rid in rids
+        }
+        result = Result(
+            kind,
+            returncode,
+            server.output(),
+            signalled_ns,
+            exited_ns,
+            [requests[rid] for rid, route in rids.items() if route == "events"],
+            [requests[rid] for rid, route in rids.items() if route == "slow"],
+            [requests[rid] for rid, route in rids.items() if route == "poll"],
+            events.get(LIFESPAN, "shutdown"),
+        )
     print(result.figures())  # shown with -s or on failure: the figures of docs/shutdown.md
     return result
 
@@ -398,27 +392,23 @@ def test_websockets_close_as_going_away_at_sigterm(kind: str) -> None:
     until its graceful timeout. With the stopping token the app closes them first, with its own
     code and reason, within milliseconds of the signal."""
     require(kind, NEEDS[kind])
-    with tempfile.TemporaryDirectory(prefix="stopping-") as directory:
-        events = Collector(Path(directory))
+    with collected_events("stopping-") as events:
         env = {EVENTS_ENV: str(events.path)}
+        server = Server(kind, lambda fd, port: _command(kind, fd, port, None), env)
         try:
-            server = Server(kind, lambda fd, port: _command(kind, fd, port, None), env)
-            try:
-                rids = [f"ws-{i}-{uuid.uuid4().hex[:8]}" for i in range(N)]
-                clients = [WebSocketClient(server.port, f"/ws/{rid}") for rid in rids]
-                for rid in rids:
-                    events.wait(rid, "started", BOUND)
-                signalled = time.monotonic()
-                for client in clients:
-                    client.signalled = signalled
-                server.process.send_signal(signal.SIGTERM)
-                closes = [client.finish() for client in clients]
-                server.wait_exit()
-            finally:
-                server.kill()
-            ended = [events.get(rid, "ended") for rid in rids]
+            rids = [f"ws-{i}-{uuid.uuid4().hex[:8]}" for i in range(N)]
+            clients = [WebSocketClient(server.port, f"/ws/{rid}") for rid in rids]
+            for rid in rids:
+                events.wait(rid, "started", BOUND)
+            signalled = time.monotonic()
+            for client in clients:
+                client.signalled = signalled
+            server.process.send_signal(signal.SIGTERM)
+            closes = [client.finish() for client in clients]
+            server.wait_exit()
         finally:
-            events.close()
+            server.kill()
+        ended = [events.get(rid, "ended") for rid in rids]
     assert closes == [(GOING_AWAY, "server restarting")] * N
     assert all(e is not None and e["how"] == "shutdown" for e in ended), ended
     after = [client.closed_after for client in clients]
