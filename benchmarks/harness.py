@@ -64,13 +64,19 @@ class Server:
     def rss(self) -> int:
         return rss_bytes(self.pid)
 
-    def get(self, path: str, **params: object) -> Any:
-        """GET a control route over one keep-alive connection; return the decoded JSON."""
+    def get(self, path: str, **params: float) -> Any:
+        """GET a control route over one keep-alive connection; return the decoded JSON.
+
+        The answer is awaited for twice the server-side ``wait`` parameter (or :data:`WAIT`)."""
+        timeout = 2 * params.get("wait", WAIT)
         if params:
             path += "?" + urlencode(params)
         for attempt in (1, 2):
             if self._control is None:
-                self._control = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT * 2)
+                self._control = http.client.HTTPConnection("127.0.0.1", self.port)
+                self._control.connect()
+            assert self._control.sock is not None
+            self._control.sock.settimeout(timeout)
             try:
                 self._control.request("GET", path)
                 response = self._control.getresponse()
@@ -86,13 +92,23 @@ class Server:
             return json.loads(body)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def wait_count(self, name: str, at_least: int = 0, at_most: int = 1 << 30) -> int:
-        """Wait (bounded, on the server) until the counter ``name`` is in the given range."""
-        result = self.get(f"/_bench/count/{name}", at_least=at_least, at_most=at_most, wait=WAIT)
+    def ready(self) -> None:
+        """Return once the server answers: the first request waits in the listener's backlog
+        until uvicorn has imported the app and accepts (a measurement started before that
+        would count the import time as the server's, or see no response at all)."""
+        self.get("/_bench/count/ready")
+
+    def wait_count(
+        self, name: str, at_least: int = 0, at_most: int = 1 << 30, wait: float = WAIT
+    ) -> int:
+        """Wait (at most ``wait`` seconds, on the server) until the counter ``name`` is in the
+        given range."""
+        path = f"/_bench/count/{name}"
+        result = self.get(path, at_least=at_least, at_most=at_most, wait=wait)
         if not result["met"]:
             raise ServerError(
                 f"{self.variant}: {name} = {result['count']}, wanted {at_least}..{at_most} "
-                f"within {WAIT} s; see {self.log}"
+                f"within {wait} s; see {self.log}"
             )
         count: int = result["count"]
         return count
@@ -119,6 +135,8 @@ def servers(log_dir: Path, *variants: str) -> Iterator[list[Server]]:
             server = Server(variant, log_dir / f"server-{variant}-{len(started)}.log")
             stack.callback(server.stop)
             started.append(server)
+        for server in started:
+            server.ready()
         yield started
 
 

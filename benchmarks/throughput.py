@@ -13,7 +13,6 @@ that out. Server CPU time per request (from ``/proc``) is recorded next to reque
 
 from __future__ import annotations
 
-import math
 import re
 import subprocess
 from dataclasses import dataclass
@@ -29,8 +28,15 @@ CASES = (
     ("token", "/token", "endpoint takes the token (plain: a no-op Request dependency)"),
     ("stream", "/stream", "StreamingResponse of 5 chunks, token checked per chunk"),
 )
-GOALS = {"unused": 0.97, "token": 0.90}
+GOALS = {"unused": 0.98, "token": 0.95, "stream": 0.95}
 CONNECTIONS = 50
+#: Times a round is tried, on fresh servers, before a wrk failure ends the run.
+ATTEMPTS = 3
+
+
+class WrkError(RuntimeError):
+    """A wrk run that failed, saw errors (a socket timeout: a response over 2 s) or completed
+    no request."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ def wrk_result(run: subprocess.Popen[str], path: str, seconds: int) -> tuple[flo
     count = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
     if run.returncode != 0 or rate is None or count is None or errors is not None:
-        raise RuntimeError(f"wrk on {path} failed or saw errors:\n{out}")
+        raise WrkError(f"wrk on {path} failed or saw errors:\n{out}")
     return float(rate.group(1)), int(count.group(1))
 
 
@@ -69,15 +75,26 @@ def together(
         else [("plain", plain), ("abort", abort)]
     )
     runs = {name: start_wrk(server, path, seconds) for name, server in order}
+    results = {name: wrk_result(runs[name], path, seconds) for name, _ in order}
     out: dict[str, float] = {}
     for name, server in order:
-        rate, count = wrk_result(runs[name], path, seconds)
+        rate, count = results[name]
+        if count == 0:
+            raise WrkError(f"wrk on {path}: no response from {name} in {seconds} s")
         out[f"{name}_rps"] = rate
-        # No request in the time (a warm-up second on a machine loaded by other work): no
-        # figure, rather than a crash of the whole run.
-        used = cpu_seconds(server.pid) - cpu[name]
-        out[f"{name}_cpu_us"] = used / count * 1e6 if count else math.nan
+        out[f"{name}_cpu_us"] = (cpu_seconds(server.pid) - cpu[name]) / count * 1e6
     return out
+
+
+def measure_round(log_dir: Path, seconds: int, abort_first: bool) -> dict[str, dict[str, float]]:
+    """One round on two fresh servers: each case warmed up, then measured."""
+    with servers(log_dir, "plain", "abort") as (plain, abort):
+        samples = {}
+        for name, path, _ in CASES:
+            # Warm both up (caches, the first connections) before measuring.
+            together(plain, abort, path, 1, abort_first=False)
+            samples[name] = together(plain, abort, path, seconds, abort_first)
+        return samples
 
 
 def run(log_dir: Path, settings: Settings) -> dict[str, Any]:
@@ -90,14 +107,25 @@ def run(log_dir: Path, settings: Settings) -> dict[str, Any]:
         name: {"plain_rps": [], "abort_rps": [], "plain_cpu_us": [], "abort_cpu_us": []}
         for name, _, _ in CASES
     }
+    # A round that a wrk error ends (a socket timeout, seen once in a few thousand requests
+    # on a shared machine) is measured again on fresh servers, and the error kept in the results:
+    # a round is all or nothing, so both sides always have the same rounds.
+    failures: list[str] = []
     for round_ in range(settings.rounds):
-        with servers(log_dir, "plain", "abort") as (plain, abort):
-            for name, path, _ in CASES:
-                # Warm both up (imports, caches, the first connections) before measuring.
-                together(plain, abort, path, 1, abort_first=False)
-                sample = together(plain, abort, path, settings.seconds, round_ % 2 == 1)
+        for attempt in range(ATTEMPTS):
+            try:
+                measured = measure_round(log_dir, settings.seconds, round_ % 2 == 1)
+            except WrkError as error:
+                failures.append(f"round {round_ + 1}, attempt {attempt + 1}: {error}")
+                print(f"  throughput: round {round_ + 1} measured again: {error}", flush=True)
+                if attempt == ATTEMPTS - 1:
+                    raise
+                continue
+            for name, sample in measured.items():
                 for key, value in sample.items():
                     samples[name][key].append(value)
+            break
+    results["failures"] = failures
     for name, path, what in CASES:
         case = samples[name]
         ratios = [a / p for a, p in zip(case["abort_rps"], case["plain_rps"], strict=True)]

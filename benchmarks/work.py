@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.app import burn
-from benchmarks.harness import Server, open_request, spread
+from benchmarks.harness import WAIT, Server, open_request, spread
 
 KINDS = {
     "async": "async def: a CPU-bound chunk, a token check, await anyio.sleep(0), repeated",
@@ -24,23 +24,28 @@ class Settings:
     chunks: int
 
 
-def abandon(server: Server, kind: str, settings: Settings) -> dict[str, Any]:
+def abandon(server: Server, kind: str, settings: Settings, chunk_ms: float) -> dict[str, Any]:
     """Start ``clients`` slow requests, close them all once all have arrived, and wait until the
-    server has finished them; return the server CPU seconds spent from the close on."""
+    server has finished them; return the server CPU seconds spent from the close on.
+
+    The waits are bounded by three times the CPU time of all the requests' chunks on top of
+    :data:`WAIT`: plain FastAPI computes every abandoned chunk (about 30 s in a full round), and
+    the next round's clients arrive only once it is done."""
+    budget = WAIT + 3 * settings.clients * settings.chunks * chunk_ms / 1000
     server.get("/_bench/work")  # resets the counters
     path = f"/work-{kind}?chunks={settings.chunks}&iterations={ITERATIONS}"
     first = server.cpu()
     sent = time.monotonic()
     sockets = [open_request(server, path) for _ in range(settings.clients)]
     try:
-        server.wait_count("arrived", at_least=settings.clients)
+        server.wait_count("arrived", at_least=settings.clients, wait=budget)
         arrived = time.monotonic()
     finally:
         before = server.cpu()
         started = time.monotonic()
         for sock in sockets:
             sock.close()
-    server.wait_count("finished", at_least=settings.clients)
+    server.wait_count("finished", at_least=settings.clients, wait=budget)
     wall = time.monotonic() - started
     cpu = server.cpu() - before
     stats = server.get("/_bench/work")
@@ -74,8 +79,8 @@ def run(plain: Server, abort: Server, settings: Settings) -> dict[str, Any]:
     for kind in KINDS:
         rows: dict[str, list[dict[str, Any]]] = {"plain": [], "abort": []}
         for _ in range(settings.rounds):  # A B A B ...
-            rows["plain"].append(abandon(plain, kind, settings))
-            rows["abort"].append(abandon(abort, kind, settings))
+            rows["plain"].append(abandon(plain, kind, settings, results["chunk_cpu_ms"]))
+            rows["abort"].append(abandon(abort, kind, settings, results["chunk_cpu_ms"]))
         saved = [
             p["cpu_seconds"] - a["cpu_seconds"]
             for p, a in zip(rows["plain"], rows["abort"], strict=True)
