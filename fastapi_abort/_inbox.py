@@ -5,8 +5,9 @@ token, and for them nothing reads on their behalf: the app calls the server's ``
 as it would without this middleware (unless it calls from a scope already cancelled: below), and
 only a disconnect it reads is noted. The first request for the token starts the *reader*: one
 task that reads the server's ``receive`` whenever the app is not waiting for a message itself,
-holding at most one message for the app. From then on only the reader calls the server's
-``receive``, the app's reads included, for two reasons:
+holding at most one message for the app (``_readahead`` says how far it may read ahead). From
+then on only the reader calls the server's ``receive``, the app's reads included, for two
+reasons:
 
 - Some servers (hypercorn, daphne) hand each message to exactly one caller of ``receive()``: the
   app must get each body message exactly once, and the disconnect on every call after it.
@@ -32,6 +33,7 @@ import anyio
 import anyio.lowlevel
 
 from ._backend import Cancellable, DelayBatch, call_after_delay, spawn
+from ._readahead import expects_continue, may_read
 
 if TYPE_CHECKING:
     from starlette.types import Message, Receive
@@ -165,11 +167,8 @@ class Inbox:
         state = self.state
         if not (self.app_has_read or state.response_started):
             # Reading before the app does would make the server answer "100 Continue" on the
-            # app's behalf: wait until the app reads or responds.
-            self.hold_for_continue = any(
-                name == b"expect" and value.lower() == b"100-continue"
-                for name, value in state.scope.get("headers", ())
-            )
+            # app's behalf: wait until the app reads or responds (see _readahead).
+            self.hold_for_continue = expects_continue(state.scope)
         self.watching = True
         self._start_or_wake()
 
@@ -247,34 +246,11 @@ class Inbox:
                     wake()
         return message
 
-    def _may_read(self) -> bool:
-        if self.app_reading:
-            return False
-        held = self.held
-        if held is None and self.wanted:
-            return True
-        if not self.watching:
-            return False
-        state = self.state
-        if state.websocket:
-            # One message ahead is the bound: read on only once the app took it.
-            return held is None
-        if (
-            held is not None
-            and not state.response_started
-            and (held.get("more_body", False) or held["type"] != "http.request")
-        ):
-            # The same bound; only the last body message lets the reader go on, for the
-            # disconnect that may follow (after a message of a type it does not know, more
-            # body may come).
-            return False
-        return not (self.hold_for_continue and not (self.app_has_read or state.response_started))
-
     async def _read(self) -> None:
         disconnect = "websocket.disconnect" if self.state.websocket else "http.disconnect"
         try:
             while self.gone is None:
-                if not self._may_read():
+                if not may_read(self):
                     event = self._for_reader
                     if event is None:
                         event = self._for_reader = anyio.Event()
