@@ -388,12 +388,14 @@ async def test_a_route_without_deadline_clears_a_deadline_on_an_existing_token(
     anyio_backend: str,
 ) -> None:
     app = FastAPI(dependencies=[Depends(request_aborted)])  # the token exists first
-    install(app, deadline=0.01)
+    # (Long enough for the dependencies to run first on a loaded machine: 10 ms was not.)
+    install(app, deadline=0.3)
 
     @app.get("/long", dependencies=[Depends(deadline(None))])
-    async def long(ct: RequestAborted) -> dict[str, bool]:
-        await anyio.sleep(0.05)  # past the app-wide deadline
-        return {"cancelled": ct.is_cancellation_requested}
+    async def long(ct: RequestAborted) -> dict[str, object]:
+        remaining = ct.time_remaining()
+        await anyio.sleep(0.4)  # past the app-wide deadline
+        return {"remaining": remaining, "cancelled": ct.is_cancellation_requested}
 
     response = await get(app, "/long")
-    assert response.json() == {"cancelled": False}
+    assert response.json() == {"remaining": None, "cancelled": False}
