@@ -2,8 +2,9 @@
 
 ``build("plain")`` and ``build("abort")`` serve the same paths. Where the abort side takes the
 token, the plain side takes a no-op ``Request`` dependency, so FastAPI's own dependency cost is
-charged to both. Control routes under ``/_bench/`` let the driver wait for events on the server
-side (bounded long-polls) instead of sleeping.
+charged to both; ``build("relay")`` is the plain app with :class:`Relay`, the least that any
+middleware watching the response costs. Control routes under ``/_bench/`` let the driver wait
+for events on the server side (bounded long-polls) instead of sleeping.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -20,10 +21,11 @@ import anyio.from_thread
 import anyio.lowlevel
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastapi_abort import CancellationToken, RequestAborted, install
 
-VARIANTS = ("plain", "abort")
+VARIANTS = ("plain", "abort", "relay")
 STREAM_CHUNKS = 5
 STREAM_CHUNK = b"x" * 64 + b"\n"
 
@@ -33,6 +35,21 @@ async def noop(request: Request) -> None:
 
 
 Noop = Annotated[None, Depends(noop)]
+
+
+class Relay:
+    """A pure-ASGI middleware that does nothing but hand ``send`` on through a function of its
+    own: the floor under any middleware that notes where the response is (the micro-benchmarks
+    report it next to fastapi-abort; docs/benchmarks.md)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        def relay_send(message: Message) -> Awaitable[None]:
+            return send(message)
+
+        await self.app(scope, receive, relay_send)
 
 
 def burn(iterations: int) -> int:
@@ -300,7 +317,8 @@ def abort_routes(app: FastAPI) -> None:
 
 
 def build(variant: str) -> FastAPI:
-    """The app for ``variant``: ``"plain"`` FastAPI, or ``"abort"`` with ``install(app)``."""
+    """The app for ``variant``: ``"plain"`` FastAPI, ``"abort"`` with ``install(app)``, or
+    ``"relay"``: plain FastAPI with :class:`Relay` where fastapi-abort's middleware would be."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     app = FastAPI()
@@ -308,6 +326,8 @@ def build(variant: str) -> FastAPI:
         install(app)
         abort_routes(app)
     else:
+        if variant == "relay":
+            app.add_middleware(Relay)
         plain_routes(app)
 
     @app.get("/json")

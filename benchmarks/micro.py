@@ -168,9 +168,10 @@ def time_cases(requests: int, rounds: int) -> None:
                     per_request[variant].append((time.perf_counter() - began) / requests * 1e6)
             plain = statistics.median(per_request["plain"])
             abort = statistics.median(per_request["abort"])
+            relay = statistics.median(per_request["relay"])
             print(
                 f"{name:8} plain {plain:7.2f} us  fastapi-abort {abort:7.2f} us  "
-                f"extra {abort - plain:+6.2f} us/request",
+                f"extra {abort - plain:+6.2f} us/request (relay only {relay - plain:+6.2f})",
                 flush=True,
             )
 
@@ -244,15 +245,17 @@ def callgrind_cases(requests: int, layouts: int, cases: list[str]) -> None:
                 variant: [run.result() / requests for run in variant_runs]
                 for variant, variant_runs in runs.items()
             }
-            extra = [a - p for a, p in zip(counts["abort"], counts["plain"], strict=True)]
             plain = statistics.median(counts["plain"])
-            abort = statistics.median(counts["abort"])
-            print(
-                f"{name:8} plain {plain:9,.0f}  fastapi-abort {abort:9,.0f}  "
-                f"extra {statistics.median(extra):+8,.0f} ({min(extra):+,.0f} to "
-                f"{max(extra):+,.0f}) instructions/request ({abort / plain:.3f}x)",
-                flush=True,
-            )
+            for variant, label in (("abort", "fastapi-abort"), ("relay", "relay only")):
+                side = counts[variant]
+                extra = [s - p for s, p in zip(side, counts["plain"], strict=True)]
+                print(
+                    f"{name:8} plain {plain:9,.0f}  {label:13} {statistics.median(side):9,.0f}  "
+                    f"extra {statistics.median(extra):+8,.0f} ({min(extra):+,.0f} to "
+                    f"{max(extra):+,.0f}) instructions/request "
+                    f"({statistics.median(side) / plain:.3f}x)",
+                    flush=True,
+                )
 
 
 # -- memory ----------------------------------------------------------------------------------
