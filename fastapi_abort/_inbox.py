@@ -26,13 +26,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from contextvars import Context
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
 
-from ._backend import Cancellable, DelayBatch, call_after_delay, spawn
+from ._backend import Cancellable, spawn
 from ._readahead import expects_continue, may_read
 
 if TYPE_CHECKING:
@@ -55,7 +54,6 @@ class Inbox:
     """The messages of one request's server ``receive``, for the app and for the watcher."""
 
     __slots__ = (
-        "_delayed",
         "_for_app",
         "_for_reader",
         "_reader",
@@ -95,8 +93,6 @@ class Inbox:
         self.app_reading = False
         #: The reader task, once started; None again once the app returned.
         self._reader: Cancellable | None = None
-        #: The batch the watcher waits in for its delay, or None.
-        self._delayed: DelayBatch | None = None
         #: What wakes the token's waiters, while that waits for the app (_departed()).
         self._wake: Callable[[], None] | None = None
         #: Set, and dropped, when a message (or the disconnect, or a failure) arrived for the
@@ -140,28 +136,9 @@ class Inbox:
 
     # -- the watcher ---------------------------------------------------------------------------
 
-    def watch_after(self, delay: float) -> None:
-        """Start watching for a disconnect in ``delay`` seconds (at once on trio, or for 0).
-
-        A request that ends sooner never pays for a task: see docs/how-it-works.md.
-        """
-        if delay > 0:
-            self._delayed = call_after_delay(self, delay)
-            if self._delayed is not None:
-                return
-        self.watch()
-
-    def delay_passed(self, context: Context) -> None:
-        """The watcher's delay has passed and the request still runs (asyncio only).
-
-        It starts in (a copy of) the context of the call that asked for the token, as a task
-        started then would: what the context holds may matter to the server's ``receive``.
-        """
-        self._delayed = None
-        context.run(self.watch)
-
     def watch(self) -> None:
-        """Read ahead from now on, to hear a disconnect."""
+        """Read ahead from now on, to hear a disconnect (once the watcher's delay passed:
+        ``RequestState.watch_after()``)."""
         # (Only while the response is incomplete: a request whose response completed or whose
         # app returned left the delay's batch then, and token() does not ask after that.)
         state = self.state
@@ -175,9 +152,6 @@ class Inbox:
     def stop_watching(self) -> None:
         """The response is complete: no more reading ahead."""
         self.watching = False
-        delayed, self._delayed = self._delayed, None
-        if delayed is not None:
-            delayed.pending.pop(self, None)
         if not self.wanted:
             self._stop_reader()
         # else: the app waits in receive(), and the reader's call goes on for it.

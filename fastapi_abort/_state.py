@@ -11,8 +11,10 @@ import enum
 import math
 import time
 from collections.abc import Callable
+from contextvars import Context
 from typing import TYPE_CHECKING
 
+from ._backend import DelayBatch, call_after_delay
 from ._budget import budget_of
 from ._config import Config, check_deadline
 from ._inbox import Inbox
@@ -50,6 +52,7 @@ class RequestState:
         "body_messages",
         "budget",
         "config",
+        "delayed",
         "ended_with",
         "finished",
         "first_byte_at",
@@ -82,6 +85,9 @@ class RequestState:
         self.inbox: Inbox | None = None
         #: The token, once somebody asked for it (token()); None before. Never replaced.
         self.issued: CancellationToken | None = None
+        #: The batch this request waits in for the watcher's delay (watch_after()), while it
+        #: does: None before, and once the delay passed or the response completed.
+        self.delayed: DelayBatch | None = None
         #: The response's start (a WebSocket's accept, or its denial's start) went to the
         #: server. Never reset.
         self.response_started = False
@@ -139,8 +145,35 @@ class RequestState:
             else:
                 if self.deadline is not None:
                     token._cancel_after(self.remaining())
-                self.open_inbox().watch_after(self.config.watcher_delay)
+                self.watch_after(self.config.watcher_delay)
         return token
+
+    def watch_after(self, delay: float) -> None:
+        """Start the watcher in ``delay`` seconds (at once on trio, or for 0).
+
+        A request that ends sooner makes no inbox and no task: see docs/how-it-works.md.
+        """
+        if delay > 0:
+            self.delayed = call_after_delay(self, delay)
+            if self.delayed is not None:
+                return
+        self.open_inbox().watch()
+
+    def delay_passed(self, context: Context) -> None:
+        """The watcher's delay has passed and the request still runs (asyncio only).
+
+        The watcher starts in (a copy of) the context of the call that asked for the token, as
+        a task started then would: what the context holds may matter to the server's
+        ``receive``.
+        """
+        self.delayed = None
+        context.run(self.open_inbox().watch)
+
+    def _stop_delay(self) -> None:
+        delayed, self.delayed = self.delayed, None
+        if delayed is not None:
+            # (Out of the batch at once: see DelayBatch for why.)
+            delayed.pending.pop(self, None)
 
     def open_inbox(self) -> Inbox:
         """The request's inbox, made on first use."""
@@ -217,8 +250,9 @@ class RequestState:
         """The response's start goes to the server (a WebSocket: its accept, or its denial's
         start)."""
         self.response_started = True
-        if self.issued is not None:  # (there is no watcher without a token)
-            self.open_inbox().changed()  # the watcher reads on once the response started
+        inbox = self.inbox
+        if inbox is not None:
+            inbox.changed()  # the watcher reads on once the response started
 
     def completed(self) -> None:
         """The response's last message goes to the server.
@@ -229,7 +263,10 @@ class RequestState:
         self.response_complete = True
         token = self.issued
         if token is not None:  # (there is no watcher without a token)
-            self.open_inbox().stop_watching()
+            self._stop_delay()
+            inbox = self.inbox
+            if inbox is not None:
+                inbox.stop_watching()
             if not self.aborted:
                 token._close()
 
@@ -259,6 +296,9 @@ class RequestState:
     def finish(self) -> None:
         """The app returned: stop the watcher; the token is final from now on."""
         self.finished = True
+        token = self.issued
+        if token is not None:  # (only a token waits for the watcher's delay)
+            self._stop_delay()
         inbox = self.inbox
         if inbox is not None:
             # The inbox refers back to this state: without this, every request that read or
@@ -269,5 +309,5 @@ class RequestState:
         if link is not None:
             self.stopping_link = None
             link.close()
-        if self.issued is not None:
-            self.issued._close()
+        if token is not None:
+            token._close()
